@@ -1,0 +1,56 @@
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commands } from './commands/index.ts';
+import { PvkitError } from '../spec-refs/errors.ts';
+
+/**
+ * `pvkit`: one yargs program; each command lives in tools/commands/<name>.ts and is listed in
+ * tools/commands/index.ts. Usage errors exit 2 with one clear line; a command's own failure
+ * (a failing conformance run, say) exits 1.
+ */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  let y: Argv = yargs(argv)
+    .scriptName('pvkit')
+    .strict()
+    .demandCommand(1, 'name a command (pvkit --help lists them)')
+    .recommendCommands()
+    .help()
+    .version(false)
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new CliUsageError(msg ?? 'bad usage');
+    });
+  for (const c of commands) y = y.command(c);
+  try {
+    await y.parseAsync();
+    exitCode = process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (e) {
+    if (e instanceof CliUsageError) {
+      process.stderr.write(`pvkit: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof PvkitError) {
+      process.stderr.write(`pvkit: ${e.message}\n`);
+      return e.code.startsWith('usage') ? 2 : 1;
+    }
+    throw e;
+  }
+  return exitCode;
+}
+
+/** Thrown by commands for bad flags or arguments: exit code 2. */
+export class CliUsageError extends Error {}
+
+const isMain = import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/tools/bin/pvkit.js');
+if (isMain) {
+  main(hideBin(process.argv)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`pvkit: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,6 @@
+import type { CommandModule } from 'yargs';
+import { demoCommand } from './demo.ts';
+
+/** Every pvkit command, one module each. Add yours here. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<any, any>[] = [demoCommand];
