@@ -178,6 +178,8 @@ export class Monitor {
   private readonly max: number;
   private readonly ringsOn: boolean;
   private readonly snapBytes: number;
+  /** What the monitor observed (to show a clean run really watched something). */
+  readonly stats = { accesses: 0, chains: 0, used: 0, irqs: 0 };
   private muted = false;
   private active = true;
   private readonly undo: (() => void)[] = [];
@@ -316,6 +318,7 @@ export class Monitor {
     if (this.muted || !this.active || a.space !== 'mmio') return;
     const d = this.dev(a.addr);
     if (!d) return;
+    this.stats.accesses++;
     const off = a.addr - d.pd.base;
     try {
       if (off >= Mmio.CONFIG) this.onConfig(d, a, off - Mmio.CONFIG);
@@ -577,6 +580,7 @@ export class Monitor {
     for (const d of this.devs.values()) {
       if (d.pd.vector !== vector) continue;
       d.irqsTotal++;
+      this.stats.irqs++;
       const is = this.peek(d, Mmio.INTERRUPT_STATUS);
       if (is & Mmio.INT_VRING && !d.driverOk) {
         const st = this.peek(d, Mmio.STATUS);
@@ -652,6 +656,7 @@ export class Monitor {
       const head = mem.read16(r.avail + 4 + 2 * ((r.lastAvail + k) % r.size));
       const f = this.walk(d, r, head);
       if (f) {
+        this.stats.chains++;
         const l = r.inflight.get(head);
         if (l) l.push(f);
         else r.inflight.set(head, [f]);
@@ -773,6 +778,7 @@ export class Monitor {
         this.violate(d, 'split.device.16', 'device', `queue ${r.index}: used id ${id} is not a buffer in flight`, 'the head of an available chain', String(id));
         continue;
       }
+      this.stats.used++;
       if (l!.length === 0) r.inflight.delete(id);
       r.inflightCount--;
       if (len > f.writable) this.violate(d, 'split.device.16', 'device', `queue ${r.index}: used len ${len} exceeds the ${f.writable} writable bytes of chain ${id}`, `<= ${f.writable}`, String(len));

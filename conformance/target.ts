@@ -37,7 +37,11 @@ export interface Target {
   readonly name: string;
   readonly description: string;
   readonly devices: readonly string[];
+  /** Devices a run covers when --device is not given (default: all of `devices`). */
+  readonly defaultDevices?: readonly string[];
   readonly transports: readonly TransportName[];
+  /** Transports a run covers when --transport is not given (default: all of `transports`). */
+  readonly defaultTransports?: readonly TransportName[];
   readonly rings: readonly RingLayout[];
   /** Expected failures of this target: check id -> the recorded reason. */
   readonly xfail: Readonly<Record<string, string>>;

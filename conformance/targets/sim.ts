@@ -11,6 +11,8 @@ import { registerTarget, type DeviceOptions, type DeviceUnderTest, type Target }
 
 export interface SimDeviceKind {
   readonly name: string;
+  /** Test-only models (e.g. echo) run only when named with --device. */
+  readonly hidden?: boolean;
   /** Make a device model on `machine` (its backing store included). */
   create(machine: Machine, opts: DeviceOptions): VirtioDeviceModel;
   /** Features a default instance offers (for applicability filtering). */
@@ -49,8 +51,15 @@ export const simTarget: Target = {
   get devices() {
     return [...kinds.keys()];
   },
+  get defaultDevices() {
+    return [...kinds.values()].filter((k) => !k.hidden).map((k) => k.name);
+  },
   get transports() {
     return [...transports.keys()];
+  },
+  get defaultTransports() {
+    // the legacy interfaces are checked when asked for (--transport mmio-legacy)
+    return [...transports.keys()].filter((t) => !t.endsWith('-legacy'));
   },
   get rings() {
     return [...rings];
