@@ -19,8 +19,9 @@
 import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
 import type { GuestPlatform } from '../core/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
-import { Blk, BlkF, F, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { DeviceMisbehaviourError, PvkitError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
+import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { DeviceMisbehaviourError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
+import { VirtioDriverDevice, type DeviceInitOptions } from '../core/device.ts';
 import { BlkConfig, BlkDwz, BlkReqHeader } from '../../device-models/blk/config.ts';
 
 const SECTOR = 512;
@@ -38,41 +39,25 @@ export interface BlkSlot {
   readonly inp: DmaBuffer[];
   gen: number;
   busy: boolean;
-  done: boolean;
   /** Device-writable bytes posted (data + status). */
   wlen: number;
   type: number;
-  resultStatus: number;
-  resultLen: number;
-  error: PvkitError | undefined;
   callback: BlkCallback | undefined;
 }
 
 export type BlkCallback = (status: number, handle: number, error: PvkitError | undefined) => void;
 
-export interface QueueFactoryArgs {
-  readonly platform: GuestPlatform;
-  readonly transport: VirtioTransport;
-  readonly index: number;
-  readonly size: number;
-  /** The negotiated feature set (ring features: INDIRECT_DESC, EVENT_IDX, RING_PACKED...). */
-  readonly features: bigint;
-}
-
-/** Builds the driver side of one virtqueue (the core's split or packed implementation). */
-export type QueueFactory = (args: QueueFactoryArgs) => Virtqueue<BlkSlot>;
-
 export interface BlkDriverOptions {
-  /** Builds each virtqueue (ring memory, and it must call transport.setupQueue). */
-  readonly createQueue: QueueFactory;
-  /** Core feature bits the queue factory implements (default INDIRECT_DESC | EVENT_IDX). */
+  /** Core feature bits the driver may accept (default INDIRECT_DESC | EVENT_IDX | RING_PACKED). */
   readonly ringFeatures?: bigint;
   /** Feature bits the driver will not accept even if offered (to test feature combinations). */
   readonly withoutFeatures?: bigint;
-  /** Queue size wanted (rounded down to a power of two and to the device's maximum). Default: the maximum. */
+  /** Upper bound on each queue's size (the device's maximum rounded down as the ring needs). Default 1024. */
   readonly queueSize?: number;
   /** Most queues to use with MQ (default 4). */
   readonly maxQueues?: number;
+  /** Indirect tables for requests of at least this many elements, when negotiated (default 2; Infinity: never). */
+  readonly indirectThreshold?: number;
   /** Bound of every wait, in target nanoseconds (default 1 s). */
   readonly timeoutNs?: number;
   /** Retries of the config generation loop before giving up (default 64). */
@@ -89,7 +74,7 @@ export interface BlkDeviceInfo {
   readonly segMax: number;
   /** Largest data segment in bytes (Infinity: no limit given). */
   readonly sizeMax: number;
-  readonly numQueues: number;
+  numQueues: number;
   readonly topology?: { physicalBlockExp: number; alignmentOffset: number; minIoSize: number; optIoSize: number };
   readonly discard?: RangeLimits;
   readonly writeZeroes?: RangeLimits & { mayUnmap: boolean };
@@ -154,111 +139,79 @@ const HANDLE_SLOT = 0x1_0000_0000; // handle = gen * 2^32 + queue * 32768 + inde
 export class VirtioBlkDriver {
   readonly platform: GuestPlatform;
   readonly transport: VirtioTransport;
+  /** The core's view of the device: negotiation, queues, interrupts, config generation. */
+  readonly dev: VirtioDriverDevice;
   readonly features: bigint;
   readonly info: BlkDeviceInfo;
   /** Config values the device got wrong and the driver corrected (e.g. seg_max 0 taken as 1). */
   readonly warnings: string[] = [];
   /** Requests completed, in all. */
   completed = 0;
-  /** Interrupts taken, and configuration changes seen. */
-  interrupts = 0;
+  /** Configuration changes seen. */
   configChanges = 0;
   private readonly queues: QueueState[] = [];
-  private readonly timeoutNs: number;
-  private readonly configRetries: number;
   private inFlight = 0;
   private rr = 0;
+  /** Results of completed requests submitted without a callback, until collected. */
+  private readonly results = new Map<number, BlkResult>();
   private broken: PvkitError | undefined;
 
-  private constructor(platform: GuestPlatform, transport: VirtioTransport, features: bigint, info: BlkDeviceInfo, warnings: string[], opts: BlkDriverOptions) {
-    this.platform = platform;
-    this.transport = transport;
-    this.features = features;
+  private constructor(dev: VirtioDriverDevice, info: BlkDeviceInfo, warnings: string[]) {
+    this.dev = dev;
+    this.platform = dev.platform;
+    this.transport = dev.transport;
+    this.features = dev.features;
     this.info = info;
     this.warnings.push(...warnings);
-    this.timeoutNs = opts.timeoutNs ?? 1e9;
-    this.configRetries = opts.configRetries ?? 64;
   }
 
   /**
-   * Initialise the device (content.tex, "Device Initialization"): reset, ACKNOWLEDGE, DRIVER,
-   * negotiate, FEATURES_OK (checked), read and validate config, set up the queues, DRIVER_OK.
-   * On failure the driver sets FAILED and throws.
+   * Initialise the device with the core's sequence (status_init.driver.6): reset, ACKNOWLEDGE,
+   * DRIVER, negotiate, FEATURES_OK (re-read), read and validate the config, set up the queues,
+   * DRIVER_OK. On failure the device is marked FAILED and the error thrown.
    */
-  static probe(platform: GuestPlatform, transport: VirtioTransport, opts: BlkDriverOptions): VirtioBlkDriver {
-    const t = transport;
-    if (t.deviceType !== 2) throw new UsageError('usage.blk.type', 'not a block device', { expected: 'device type 2', seen: String(t.deviceType) });
-    t.reset();
-    t.setStatus(Status.ACKNOWLEDGE);
-    t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
-    try {
-      return VirtioBlkDriver.init(platform, t, opts);
-    } catch (e) {
-      t.setStatus(t.getStatus() | Status.FAILED);
-      throw e;
-    }
-  }
-
-  private static init(platform: GuestPlatform, t: VirtioTransport, opts: BlkDriverOptions): VirtioBlkDriver {
-    const retries = opts.configRetries ?? 64;
-    const warnings: string[] = [];
-    const offered = t.deviceFeatures();
-    let want = opts.ringFeatures ?? bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX);
-    if (!t.legacy) want |= bit(F.VERSION_1);
-    // blk.driver.1: FLUSH only because this driver sends FLUSH; blk.driver.13: RO accepted;
-    // blk.driver.5: ZONED never (this driver handles no zoned model)
+  static probe(platform: GuestPlatform, transport: VirtioTransport, opts: BlkDriverOptions = {}): VirtioBlkDriver {
+    if (transport.deviceType !== DeviceType.BLOCK) throw new UsageError('usage.blk.type', 'not a block device', { expected: `device type ${DeviceType.BLOCK}`, seen: String(transport.deviceType) });
+    let want = opts.ringFeatures ?? bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX) | bit(F.RING_PACKED);
+    want |= bit(F.VERSION_1);
+    // blk.driver.1: FLUSH is accepted because this driver sends FLUSH; blk.driver.13: RO is
+    // accepted; blk.driver.5: ZONED never (this driver handles no zoned model)
     for (const b of SUPPORTED_BLK) want |= bit(b);
     want &= ~(opts.withoutFeatures ?? 0n);
-    // Config read before FEATURES_OK (allowed for offered features: config_space.device.1): drop
-    // features whose config values are unusable rather than fail the device.
-    if (hasFeature(offered, BlkF.BLK_SIZE)) {
-      const bs = readStable(t, retries, () => t.readConfig(BlkConfig.BLK_SIZE, 4));
-      if (!validBlockSize(bs)) {
-        warnings.push(`blk_size ${bs} is not a power of two in 512..65536: VIRTIO_BLK_F_BLK_SIZE not accepted, 512 assumed`);
-        want &= ~bit(BlkF.BLK_SIZE);
-      }
-    }
-    let features = offered & want;
-    if (!t.legacy && !hasFeature(features, F.VERSION_1)) {
-      throw new DeviceMisbehaviourError('blk.version_1', 'device does not offer VIRTIO_F_VERSION_1 on a modern transport', { statements: ['features.device.6'], expected: 'VERSION_1 offered', seen: `0x${offered.toString(16)}` });
-    }
-    if (t.legacy) features &= 0xffff_ffffn;
-    t.setDriverFeatures(features);
-    if (!t.legacy) {
-      t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
-      // status_init.driver.6: the init sequence re-reads FEATURES_OK; a device that clears it refused the set
-      if (!(t.getStatus() & Status.FEATURES_OK)) {
-        throw new DeviceMisbehaviourError('blk.features_ok', 'device did not accept the feature set', { expected: 'FEATURES_OK set', seen: `status 0x${t.getStatus().toString(16)}` });
-      }
-    }
-    const info = readInfo(t, features, retries, warnings);
-    // Queues: N = num_queues with MQ, else 1; never more than the transport has.
-    let nq = info.numQueues;
-    const maxQ = opts.maxQueues ?? 4;
-    if (nq > maxQ) nq = maxQ;
-    const tq = t.numQueues();
-    if (tq !== undefined && tq < nq) {
-      warnings.push(`transport reports ${tq} queues, config num_queues ${info.numQueues}`);
-      nq = Math.max(1, tq);
-    }
-    const drv = new VirtioBlkDriver(platform, t, features, { ...info, numQueues: nq }, warnings, opts);
-    for (let i = 0; i < nq; i++) {
-      const max = t.queueMaxSize(i);
-      if (max === 0) {
-        if (i === 0) throw new DeviceMisbehaviourError('blk.queue_max', 'request queue 0 does not exist', { expected: 'QueueNumMax > 0', seen: '0' });
-        drv.warnings.push(`queue ${i} does not exist: using ${i} queues`);
+    const maxQueues = Math.max(1, opts.maxQueues ?? 4);
+    let info: BlkDeviceInfo | undefined;
+    const warnings: string[] = [];
+    const init: { -readonly [K in keyof DeviceInitOptions]: DeviceInitOptions[K] } = {
+      features: want,
+      queues: 1,
+      optionalQueues: Array.from({ length: maxQueues - 1 }, (_, i) => i + 1),
+      queueSize: opts.queueSize ?? 1024,
+      indirectThreshold: opts.indirectThreshold,
+      timeoutNs: opts.timeoutNs,
+      configRetries: opts.configRetries ?? 64,
+      // after FEATURES_OK, before the queues (status_init.driver.7): read and judge the config
+      check: (d) => {
+        info = readInfo(d, warnings);
+        let nq = Math.min(info.numQueues, maxQueues);
+        const tq = d.transport.numQueues();
+        if (tq !== undefined && tq < nq) {
+          warnings.push(`transport has ${tq} queues, config num_queues says ${info.numQueues}`);
+          nq = Math.max(1, tq);
+        }
+        init.queues = nq; // read by the core after check()
+      },
+    };
+    const dev = VirtioDriverDevice.init(platform, transport, init);
+    const drv = new VirtioBlkDriver(dev, info!, warnings);
+    for (let i = 0; i < maxQueues; i++) {
+      if (!dev.queues.has(i)) {
+        if (i < (init.queues as number)) drv.warnings.push(`queue ${i} does not exist: using ${i} queues`);
         break;
       }
-      let size = Math.min(max, opts.queueSize ?? max, 32768);
-      // a power of two (split rings need one; packed rings accept it)
-      size = 2 ** Math.floor(Math.log2(size));
-      const vq = opts.createQueue({ platform, transport: t, index: i, size, features });
-      drv.queues.push(drv.makeSlots(i, vq));
+      drv.queues.push(drv.makeSlots(i, dev.queue<BlkSlot>(i)));
     }
-    (drv.info as { numQueues: number }).numQueues = drv.queues.length;
-    t.setStatus(t.getStatus() | Status.DRIVER_OK);
-    const st = t.getStatus();
-    if (st & Status.DEVICE_NEEDS_RESET) throw new DeviceMisbehaviourError('blk.needs_reset', 'device needs a reset right after DRIVER_OK', { seen: `status 0x${st.toString(16)}` });
+    drv.info.numQueues = drv.queues.length;
+    dev.onConfigChange(() => drv.onConfigChange());
     return drv;
   }
 
@@ -269,7 +222,7 @@ export class VirtioBlkDriver {
     for (let i = 0; i < n; i++) {
       const hdr = { addr: dma + 32 * i, len: BlkReqHeader.SIZE };
       const status = { addr: dma + 32 * i + 16, len: 1 };
-      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], gen: 0, busy: false, done: false, wlen: 0, type: 0, resultStatus: 0, resultLen: 0, error: undefined, callback: undefined });
+      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], gen: 0, busy: false, wlen: 0, type: 0, callback: undefined });
     }
     return { vq, slots, free: slots.slice().reverse(), dma, pending: 0 };
   }
@@ -350,8 +303,6 @@ export class VirtioBlkDriver {
     slot.wlen = wlen;
     slot.type = type;
     slot.callback = callback;
-    slot.done = false;
-    slot.error = undefined;
     let added: boolean;
     for (;;) {
       try {
@@ -384,7 +335,6 @@ export class VirtioBlkDriver {
 
   private releaseSlot(qs: QueueState, slot: BlkSlot): void {
     slot.busy = false;
-    slot.done = false;
     slot.callback = undefined;
     qs.free.push(slot);
   }
@@ -471,7 +421,6 @@ export class VirtioBlkDriver {
       n++;
       this.inFlight--;
       this.completed++;
-      slot.resultLen = u.len;
       let status = mem.read8(slot.status.addr);
       let error: PvkitError | undefined;
       // The status byte is the last writable byte: a used len short of the writable area
@@ -483,24 +432,26 @@ export class VirtioBlkDriver {
         error = new DeviceMisbehaviourError('blk.status', 'status byte is not a defined status', { expected: 'VIRTIO_BLK_S_OK, _IOERR or _UNSUPP', seen: status === NO_STATUS ? '0xff (never written)' : String(status) });
         status = -1;
       }
-      slot.resultStatus = status;
-      slot.error = error;
+      const handle = slot.gen * HANDLE_SLOT + slot.queue * 32768 + slot.index;
       const cb = slot.callback;
-      if (cb) {
-        const handle = slot.gen * HANDLE_SLOT + slot.queue * 32768 + slot.index;
-        this.releaseSlot(qs, slot);
-        cb(status, handle, error);
-      } else slot.done = true;
+      this.releaseSlot(qs, slot);
+      if (cb) cb(status, handle, error);
+      else this.results.set(handle, error ? { status, len: u.len, error } : { status, len: u.len });
     }
   }
 
-  /** The result of a completed request (releases it), or undefined while it is in flight. */
+  /**
+   * The result of a completed request (collecting it: a second call throws), or undefined while
+   * it is in flight.
+   */
   result(handle: number): BlkResult | undefined {
-    const slot = this.slotOf(handle);
-    if (!slot.done) return undefined;
-    const r: BlkResult = slot.error ? { status: slot.resultStatus, len: slot.resultLen, error: slot.error } : { status: slot.resultStatus, len: slot.resultLen };
-    this.releaseSlot(this.queues[slot.queue]!, slot);
-    return r;
+    const r = this.results.get(handle);
+    if (r) {
+      this.results.delete(handle);
+      return r;
+    }
+    this.slotOf(handle); // throws for a handle that is neither done nor in flight
+    return undefined;
   }
 
   private slotOf(handle: number): BlkSlot {
@@ -513,10 +464,16 @@ export class VirtioBlkDriver {
 
   /** Wait until request `handle` completes; returns its result (and releases it). */
   wait(handle: number): BlkResult {
-    const slot = this.slotOf(handle);
-    if (slot.callback) throw new UsageError('usage.blk.handle', 'a request with a callback has no result to wait for');
-    while (!slot.done) this.waitProgress(undefined);
-    return this.result(handle)!;
+    for (;;) {
+      const r = this.results.get(handle);
+      if (r) {
+        this.results.delete(handle);
+        return r;
+      }
+      const slot = this.slotOf(handle);
+      if (slot.callback) throw new UsageError('usage.blk.handle', 'a request with a callback has no result to wait for');
+      this.waitProgress(undefined);
+    }
   }
 
   /** Wait until nothing is in flight. */
@@ -525,51 +482,37 @@ export class VirtioBlkDriver {
   }
 
   /**
-   * Kick, then collect completions; if none are there, sleep until an interrupt (bounded by
-   * timeoutNs of target time). Returns after at least one completion or a config change.
+   * Kick, then collect completions; if there are none, sleep until an interrupt (the core's
+   * bounded wait: TimeoutError after the device's timeout, DeviceNeedsResetError when the device
+   * gives up). Returns after at least one completion.
    */
   private waitProgress(qs: QueueState | undefined): void {
     if (this.broken) throw this.broken;
     this.kick();
-    const deadline = this.platform.now() + this.timeoutNs;
-    for (;;) {
-      if ((qs ? this.pollQueue(qs) : this.poll()) > 0) return;
-      // re-enable interrupts; if completions raced in meanwhile, collect them first
-      let raced = false;
-      for (const s of this.queues) if (!s.vq.enableInterrupts()) raced = true;
-      if (raced) continue;
-      const left = deadline - this.platform.now();
-      const v = left > 0 ? this.platform.irq.wait(left) : null;
-      if (v === null) {
-        const err = new TimeoutError('blk.timeout', 'the device did not complete requests in time', { expected: `a completion within ${this.timeoutNs} ns`, seen: `${this.inFlight} requests in flight` });
-        throw err;
-      }
-      this.interrupts++;
-      if (this.transport.vectors.includes(v)) {
-        const cause = this.transport.ackInterrupt(v);
-        this.platform.irq.eoi(v);
-        if (cause.config) {
-          this.onConfigChange();
-          return;
-        }
-      } else this.platform.irq.eoi(v);
-      for (const s of this.queues) s.vq.disableInterrupts();
+    if ((qs ? this.pollQueue(qs) : this.poll()) > 0) return;
+    try {
+      this.dev.waitUntil(() => {
+        if ((qs ? this.pollQueue(qs) : this.poll()) > 0) return true;
+        // ask for an interrupt; if completions raced in meanwhile, collect them instead of sleeping
+        let raced = false;
+        for (const s of this.queues) if (!s.vq.enableInterrupts()) raced = true;
+        return raced && (qs ? this.pollQueue(qs) : this.poll()) > 0;
+      }, `${this.inFlight} virtio-blk requests`);
+    } catch (e) {
+      if (e instanceof PvkitError && !(e instanceof UsageError)) this.fail(e);
+      throw e;
     }
   }
 
-  /** A configuration change: re-read what may change (blk.driver.11: the capacity). */
+  /** A configuration change: re-read what may change (blk.driver.11: the capacity; the cache mode). */
   onConfigChange(): void {
     this.configChanges++;
-    const st = this.transport.getStatus();
-    if (st & Status.DEVICE_NEEDS_RESET) {
-      this.fail(new DeviceMisbehaviourError('blk.needs_reset', 'device set DEVICE_NEEDS_RESET', { seen: `status 0x${st.toString(16)}` }));
-      throw this.broken!;
-    }
-    const cap = readCapacity(this.transport, this.configRetries);
-    if (cap !== this.info.capacity) this.info.capacity = cap;
-    if (this.info.configWce) {
-      const wb = this.transport.readConfig(BlkConfig.WRITEBACK, 1);
-      this.info.cache = wb === 0 ? 'writethrough' : 'writeback';
+    if (this.dev.needsReset) return; // the next wait reports it
+    try {
+      this.info.capacity = this.dev.readConfigStable((t) => read64(t, BlkConfig.CAPACITY));
+      if (this.info.configWce) this.info.cache = this.dev.config8(BlkConfig.WRITEBACK) === 0 ? 'writethrough' : 'writeback';
+    } catch (e) {
+      if (e instanceof PvkitError) this.fail(e);
     }
   }
 
@@ -725,33 +668,14 @@ export class VirtioBlkDriver {
 
   /** Reset the device and release the queues' memory. */
   shutdown(): void {
-    this.transport.reset();
-    for (const qs of this.queues) {
-      qs.vq.destroy();
-      this.platform.dma.free(qs.dma);
-    }
+    this.dev.shutdown();
+    for (const qs of this.queues) this.platform.dma.free(qs.dma);
     this.queues.length = 0;
   }
 }
 
 const NO_DATA: readonly DmaBuffer[] = [];
 
-function validBlockSize(bs: number): boolean {
-  return bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0;
-}
-
-/**
- * Read config fields until the generation is the same before and after
- * (config_space.driver.1 / config_space.driver.2), at most `retries` times.
- */
-export function readStable<T>(t: VirtioTransport, retries: number, read: () => T): T {
-  for (let i = 0; i < retries; i++) {
-    const before = t.configGeneration();
-    const v = read();
-    if (t.configGeneration() === before) return v;
-  }
-  throw new DeviceMisbehaviourError('blk.config_generation', 'config generation never settles', { statements: ['config_space.driver.2'], expected: `a stable generation within ${retries} reads`, seen: 'it changed every time' });
-}
 
 function read64(t: VirtioTransport, off: number): number {
   const lo = t.readConfig(off, 4) >>> 0;
@@ -760,23 +684,14 @@ function read64(t: VirtioTransport, off: number): number {
   return hi * TWO32 + lo;
 }
 
-function readCapacity(t: VirtioTransport, retries: number): number {
-  return readStable(t, retries, () => read64(t, BlkConfig.CAPACITY));
-}
-
-function readInfo(t: VirtioTransport, f: bigint, retries: number, warnings: string[]): BlkDeviceInfo {
-  let lastWarnings: string[] = [];
-  const info = readInfoOnce(t, f, retries, (w) => (lastWarnings = w));
-  warnings.push(...lastWarnings);
-  return info;
-}
-
-function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w: string[]) => void): BlkDeviceInfo {
-  let lastWarnings: string[] = [];
+/** Read and judge struct virtio_blk_config in one generation (config_space.driver.2). */
+function readInfo(dev: VirtioDriverDevice, warnings: string[]): BlkDeviceInfo {
+  const f = dev.features;
   const has = (b: number) => hasFeature(f, b);
-  const r32 = (o: number) => t.readConfig(o, 4) >>> 0;
-  return readStable(t, retries, () => {
-    const w: string[] = [];
+  let w: string[] = [];
+  const info = dev.readConfigStable((t) => {
+    w = [];
+    const r32 = (o: number) => t.readConfig(o, 4) >>> 0;
     const capacity = read64(t, BlkConfig.CAPACITY);
     let segMax = Infinity;
     if (has(BlkF.SEG_MAX)) {
@@ -794,7 +709,13 @@ function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w
         sizeMax = 512;
       }
     }
-    const blkSize = has(BlkF.BLK_SIZE) ? r32(BlkConfig.BLK_SIZE) : 512;
+    let blkSize = 512;
+    if (has(BlkF.BLK_SIZE)) {
+      const bs = r32(BlkConfig.BLK_SIZE);
+      // only a performance hint (the protocol unit stays 512): a bad value is ignored
+      if (bs >= 512 && bs <= 65536 && (bs & (bs - 1)) === 0) blkSize = bs;
+      else w.push(`blk_size ${bs} is not a power of two in 512..65536: 512 assumed`);
+    }
     let numQueues = 1;
     if (has(BlkF.MQ)) {
       numQueues = t.readConfig(BlkConfig.NUM_QUEUES, 2);
@@ -808,7 +729,7 @@ function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w
       const maxSectors = r32(secOff);
       const maxSeg = r32(segOff);
       if (maxSectors === 0 || maxSeg === 0) {
-        w.push(`${name}: max sectors ${maxSectors}, max segments ${maxSeg}: not usable, not sent`);
+        w.push(`${name}: max sectors ${maxSectors}, max segments ${maxSeg}: not usable, never sent`);
         return undefined;
       }
       const alignment = alignOff === undefined ? 1 : r32(alignOff) || 1;
@@ -820,7 +741,7 @@ function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w
     const topology = has(BlkF.TOPOLOGY)
       ? { physicalBlockExp: t.readConfig(BlkConfig.TOPOLOGY_PHYSICAL_BLOCK_EXP, 1), alignmentOffset: t.readConfig(BlkConfig.TOPOLOGY_ALIGNMENT_OFFSET, 1), minIoSize: t.readConfig(BlkConfig.TOPOLOGY_MIN_IO_SIZE, 2), optIoSize: r32(BlkConfig.TOPOLOGY_OPT_IO_SIZE) }
       : undefined;
-    // blk.driver.4: writeback is read only after FEATURES_OK (we are past it here);
+    // blk.driver.4: writeback is read only after FEATURES_OK (check() runs after it);
     // blk.driver.3: FLUSH without CONFIG_WCE means a writeback cache
     let cache: 'writeback' | 'writethrough' = has(BlkF.FLUSH) ? 'writeback' : 'writethrough';
     if (has(BlkF.CONFIG_WCE)) {
@@ -828,7 +749,7 @@ function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w
       if (wb > 1) w.push(`writeback is ${wb}: taken as writeback`);
       cache = wb === 0 ? 'writethrough' : 'writeback';
     }
-    const info: BlkDeviceInfo = {
+    const out: BlkDeviceInfo = {
       capacity,
       readOnly: has(BlkF.RO),
       blkSize,
@@ -843,8 +764,8 @@ function readInfoOnce(t: VirtioTransport, f: bigint, retries: number, report: (w
       ...(wz ? { writeZeroes: { ...wz, mayUnmap: t.readConfig(BlkConfig.WRITE_ZEROES_MAY_UNMAP, 1) !== 0 } } : {}),
       ...(secureErase ? { secureErase } : {}),
     };
-    lastWarnings = w;
-    report(lastWarnings);
-    return info;
+    return out;
   });
+  warnings.push(...w);
+  return info;
 }
