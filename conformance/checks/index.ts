@@ -3,3 +3,5 @@
  * Only checks reachable from this file count as "checked" in `pvkit spec coverage`.
  */
 import './status.ts';
+import './features.ts';
+import './mmio.ts';
