@@ -5,3 +5,4 @@
 import './status.ts';
 import './features.ts';
 import './mmio.ts';
+import './split.ts';
