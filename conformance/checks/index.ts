@@ -6,3 +6,4 @@ import './status.ts';
 import './features.ts';
 import './mmio.ts';
 import './split.ts';
+import './blk.ts';
