@@ -7,3 +7,4 @@ import './features.ts';
 import './mmio.ts';
 import './split.ts';
 import './blk.ts';
+import './config.ts';
