@@ -513,6 +513,8 @@ describe('split ring, device side: property', () => {
       if (ch) {
         taken.push(ch.id);
         for (const w of ch.writable) allowed.push([w.addr, w.len]);
+        // what the Chain interface promises the model: every segment in RAM, totals within 2^32
+        for (const seg of [...ch.readable, ...ch.writable]) expect(m.mem.isRam(seg.addr, seg.len), `segment 0x${seg.addr.toString(16)}+${seg.len}`).toBe(true);
         expect(ch.readableLen + ch.writableLen).toBeLessThanOrEqual(2 ** 32);
       }
       return ch;
