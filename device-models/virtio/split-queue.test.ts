@@ -459,13 +459,6 @@ const SMALL_RAM = [
   { base: 0x8_0000, size: 0x1_0000, name: 'high' },
 ];
 
-interface ChainSpec {
-  nR: number;
-  nW: number;
-  indirect: boolean;
-  lens: number[];
-  offs: number[];
-}
 interface Mutation {
   where: number; // which descriptor (direct table index, or 100+k for indirect table entries)
   field: 'addr' | 'len' | 'flags' | 'next';
