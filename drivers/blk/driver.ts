@@ -45,7 +45,8 @@ export interface BlkSlot {
   callback: BlkCallback | undefined;
 }
 
-export type BlkCallback = (status: number, handle: number, error: PvkitError | undefined) => void;
+/** Completion callback: status (-1 when the device misbehaved), handle, the error if any, used.len. */
+export type BlkCallback = (status: number, handle: number, error: PvkitError | undefined, len: number) => void;
 
 export interface BlkDriverOptions {
   /** Core feature bits the driver may accept (default INDIRECT_DESC | EVENT_IDX | RING_PACKED). */
@@ -435,7 +436,7 @@ export class VirtioBlkDriver {
       const handle = slot.gen * HANDLE_SLOT + slot.queue * 32768 + slot.index;
       const cb = slot.callback;
       this.releaseSlot(qs, slot);
-      if (cb) cb(status, handle, error);
+      if (cb) cb(status, handle, error, u.len);
       else this.results.set(handle, error ? { status, len: u.len, error } : { status, len: u.len });
     }
   }
