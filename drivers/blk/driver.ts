@@ -477,6 +477,17 @@ export class VirtioBlkDriver {
     }
   }
 
+  /**
+   * Wait until at least one request completes (kicking first); returns how many completed.
+   * Returns 0 at once when nothing is in flight.
+   */
+  waitSome(): number {
+    if (this.inFlight === 0) return 0;
+    const before = this.completed;
+    this.waitProgress(undefined);
+    return this.completed - before;
+  }
+
   /** Wait until nothing is in flight. */
   waitAll(): void {
     while (this.inFlight > 0) this.waitProgress(undefined);
