@@ -1,7 +1,12 @@
 import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
 import { BLK_RINGS, BLK_TRANSPORTS, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
-import { CliUsageError } from '../cli.ts';
+import { UsageError } from '../../spec-refs/errors.ts';
+
+/** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
+function usage(msg: string): UsageError {
+  return new UsageError('usage.cli', msg);
+}
 
 interface BenchArgs {
   target: string;
@@ -45,13 +50,13 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
       .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
   handler: (args) => {
-    if (args.target !== 'blk') throw new CliUsageError(`unknown bench target '${args.target}' (known: blk)`);
-    if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw new CliUsageError('--seconds must be a positive number');
-    if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw new CliUsageError('--depth must be an integer from 1 to 8192');
-    if (!(BLK_TRANSPORTS as readonly string[]).includes(args.transport)) throw new CliUsageError(`--transport must be one of ${BLK_TRANSPORTS.join(', ')}`);
-    if (!(BLK_RINGS as readonly string[]).includes(args.ring)) throw new CliUsageError(`--ring must be one of ${BLK_RINGS.join(', ')}`);
+    if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk)`);
+    if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
+    if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw usage('--depth must be an integer from 1 to 8192');
+    if (!(BLK_TRANSPORTS as readonly string[]).includes(args.transport)) throw usage(`--transport must be one of ${BLK_TRANSPORTS.join(', ')}`);
+    if (!(BLK_RINGS as readonly string[]).includes(args.ring)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')}`);
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
-    if (scenarios.length === 0) throw new CliUsageError(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
     for (const sc of scenarios) {
       const r = runBlkScenario(sc, {
         transport: args.transport as BlkTransportKind,
