@@ -184,13 +184,13 @@ defineCheck({
   run(ctx) {
     const dut = ctx.newDevice({ params: { writeback: 0 } });
     const sim = simInternals(dut);
-    const backend = (sim.model as unknown as { backend: { read(off: number, dst: Uint8Array): void } }).backend;
+    const backend = (sim.model as unknown as { backend: { read(off: number, dst: Uint8Array, dstOffset: number, len: number): void } }).backend;
     const b = blkSession(ctx, dut);
     if (b.info.cache !== 'writethrough') throw new CheckSkip('device is not in writethrough mode');
     checkProperty(ctx, ['blk.device.31'], [fc.integer({ min: 0, max: 500 }), fc.uint8Array({ minLength: 512, maxLength: 512 })], (sector, data) => {
       b.write(sector, data);
       const stored = new Uint8Array(512);
-      backend.read(sector * 512, stored);
+      backend.read(sector * 512, stored, 0, 512);
       expectThat(stored.every((x, i) => x === data[i]), ['blk.device.31'], 'a completed writethrough write is not in the backing store');
     });
   },
