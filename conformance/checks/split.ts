@@ -391,14 +391,21 @@ defineCheck({
         dut.machine!.scheduler.schedule(1_000, 'scribble', scribble);
       };
       scribble();
+      let err: unknown;
       try {
         s.io(5, ctx.seed);
+      } catch (e) {
+        err = e;
       } finally {
         stop = true;
       }
-      s.shutdown();
       mon.detach();
       mon.assertClean({ side: 'driver', statements: ['split.driver.22', 'split.driver.24'] });
+      if (err !== undefined) {
+        const cite = ei ? ['split.driver.23', 'split.driver.24'] : ['split.driver.20', 'split.driver.22'];
+        throw new CheckFailure(`I/O stalled with the device ${ei ? 'setting NO_NOTIFY (to be ignored with EVENT_IDX)' : 'scribbling on avail_event (to be ignored without EVENT_IDX)'}: ${err instanceof Error ? err.message : String(err)}`, { statements: cite });
+      }
+      s.shutdown();
       void featureSet;
     });
   },
