@@ -371,7 +371,7 @@ export class Monitor {
       this.violate(d, 'blk.driver.4', 'driver', 'driver read the writeback config field before FEATURES_OK', 'FEATURES_OK first', statusNames(d.status));
     }
     if (a.size === 8 || off % a.size !== 0) this.violate(d, 'mmio.driver.5', 'driver', `config space ${a.kind} of ${a.size} bytes at offset ${off}`, 'aligned 1-, 2- or 4-byte accesses', `${a.size} bytes at +${off}`);
-    if (a.kind === 'write' && (d.status & Status.DRIVER) && !(d.status & Status.FEATURES_OK) && !d.featuresOkWritten) {
+    if (a.kind === 'write' && d.version !== 1 && (d.status & Status.DRIVER) && !(d.status & Status.FEATURES_OK) && !d.featuresOkWritten) {
       this.violate(d, 'status_init.driver.8', 'driver', 'driver wrote device config during feature negotiation', 'no config writes before FEATURES_OK', `write at +${off} with status ${statusNames(d.status)}`);
     }
   }
