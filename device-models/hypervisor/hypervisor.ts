@@ -488,7 +488,7 @@ export class Hypervisor implements CpuServices {
   private pinTarget(root: ShadowRoot): void {
     let slot = this.targets.indexOf(root);
     if (slot < 0) {
-      slot = this.targets.findIndex((t) => t === undefined || !t.alive);
+      slot = this.targets.findIndex((t) => t === undefined);
       if (slot < 0) {
         // Replace the least recently loaded slot.
         slot = 0;
