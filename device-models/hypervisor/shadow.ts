@@ -78,7 +78,13 @@ export class ShadowMmu {
   /** A guest CR3 load that reached the hypervisor: find or build the root for `gcr3`. */
   switchTo(gcr3: number): ShadowRoot {
     const base = gcr3 - (gcr3 % PAGE_SIZE);
-    const i = this.lru.findIndex((r) => r.gcr3 === base);
+    let i = -1;
+    for (let j = 0; j < this.lru.length; j++) {
+      if (this.lru[j]!.gcr3 === base) {
+        i = j;
+        break;
+      }
+    }
     let root: ShadowRoot;
     if (i >= 0) {
       root = this.lru[i]!;

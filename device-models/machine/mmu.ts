@@ -24,13 +24,16 @@ export const CR4_PGE = 1 << 7;
 export const CR4_PCIDE = 1 << 17;
 
 /** Index of `va` in the table at `level` (4 = PML4 ... 1 = PT). */
+const LEVEL_SPAN = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39];
+const PAGES_PER_ENTRY = [0, 1, 512, 512 ** 2, 512 ** 3];
+
 export function tableIndex(va: number, level: number): number {
-  return Math.floor(va / 2 ** (12 + 9 * (level - 1))) % 512;
+  return Math.floor(va / LEVEL_SPAN[level]!) % 512;
 }
 
 /** Pages covered by one entry of a table at `level` (1 for a PT entry, 512 for a PD entry...). */
 export function pagesPerEntry(level: number): number {
-  return 512 ** (level - 1);
+  return PAGES_PER_ENTRY[level]!;
 }
 
 /** Physical address held in a PTE (bits 51:12), from its two 32-bit halves. */

@@ -102,7 +102,7 @@ export class Tlb {
   /** Everything, globals included (CR4.PGE toggle, or a VM exit/entry on CPUs without VPID). */
   flushAll(): void {
     this.global.clear();
-    this.tagged.clear();
+    for (const m of this.tagged.values()) m.clear();
     this.size = 0;
   }
 }
