@@ -38,11 +38,18 @@ function pct(sim: number, pub: number): string {
 
 const LABEL: Record<string, string> = {
   native: 'native',
-  'full-emulation': 'full emulation (QEMU)',
-  'shadow-nocache': 'shadow, no root cache (KVM upstream)',
-  'shadow-cache': 'shadow, root cache (KVM trunk)',
+  'full-emulation': 'full emulation',
+  'shadow-nocache': 'shadow, no root cache',
+  'shadow-cache': 'shadow, root cache',
   'shadow-paravirt-cr3': 'shadow + paravirt cr3 cache',
   ept: 'EPT',
+};
+/** The column names of the 2007 table each row stands for. */
+const LABEL_2007: Record<string, string> = {
+  'full-emulation': ' (QEMU)',
+  'shadow-nocache': ' (KVM upstream)',
+  'shadow-cache': ' (KVM trunk)',
+  'shadow-paravirt-cr3': ' (trunk + pv)',
 };
 
 export function renderTable(profile: CostProfile, results: CellResult[]): string {
@@ -52,9 +59,9 @@ export function renderTable(profile: CostProfile, results: CellResult[]): string
   lines.push(`pvkit pvmmu: profile ${profile.name} (${profile.description}; ${profile.ghz} GHz)`);
   if (hw && !hw.ept) lines.push('  the EPT row is hypothetical under this profile: the CPU it models has no EPT (Nehalem, 2008, was the first)');
   lines.push('');
-  const head = ['mode'.padEnd(38), ...WORKLOADS.map((w) => `${w} (${w === 'ctxsw-2' ? 'us' : 's'})`.padEnd(26))].join('');
+  const head = ['mode'.padEnd(42), ...WORKLOADS.map((w) => `${w} (${w === 'ctxsw-2' ? 'us' : 's'})`.padEnd(26))].join('');
   lines.push(head);
-  lines.push(['', ...WORKLOADS.map(() => 'sim     published  diff'.padEnd(26))].join('').padStart(38 + 26 * 3));
+  lines.push(['', ...WORKLOADS.map(() => 'sim     published  diff'.padEnd(26))].join('').padStart(42 + 26 * 3));
   for (const mode of TABLE_MODES) {
     const cells = WORKLOADS.map((w) => {
       const r = results.find((x) => x.mode === mode && x.workload === w)!;
@@ -62,7 +69,8 @@ export function renderTable(profile: CostProfile, results: CellResult[]): string
       const tag = cal.has(`${mode}/${w}`) ? 'calib.' : pub !== undefined ? pct(r.value, pub) : '';
       return `${fmt(r.value, r.unit).padStart(7)} ${(pub !== undefined ? fmt(pub, r.unit) : '-').padStart(9)}  ${tag.padEnd(7)}`.padEnd(26);
     });
-    lines.push([LABEL[mode]!.padEnd(38), ...cells].join(''));
+    const label = LABEL[mode]! + (profile.name === '2007-core2' ? (LABEL_2007[mode] ?? '') : '');
+    lines.push([label.padEnd(42), ...cells].join(''));
   }
   lines.push('');
   if (profile.name === '2007-core2') lines.push('published: Molnar, kvm-paravirt announcement, lkml, January 2007. calib. = a profile constant was calibrated on this cell (not a prediction); every other cell is a prediction.');
