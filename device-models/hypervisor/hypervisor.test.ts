@@ -164,3 +164,21 @@ describe('hypercall ABI (2007 kvm-paravirt shape)', () => {
     expect(hv.tlb.entries).toBe(0);
   });
 });
+
+describe('faults reflected to the guest', () => {
+  it('a write to a read-only guest mapping is a #PF in every mode, never a silent success', () => {
+    for (const mode of ['native', 'full-emulation', 'shadow', 'shadow-paravirt-cr3', 'ept'] as const) {
+      const { m, cpu } = setup({ mode });
+      const f = m.dma.alloc(4096, 4096);
+      const root = tinyTables(m, f);
+      const pdpt = (m.mem.read32(root) & 0xffff_f000) >>> 0;
+      const pd = (m.mem.read32(pdpt) & 0xffff_f000) >>> 0;
+      const pt = (m.mem.read32(pd) & 0xffff_f000) >>> 0;
+      m.mem.write64(pt, makePte(f, PTE_P)); // read-only
+      cpu.writeCr3(root);
+      expect(cpu.touch!(0, false)).toBe(f);
+      expect(() => cpu.touch!(0, true)).toThrow(GuestFault);
+      expect(() => cpu.touch!(0x1000, false)).toThrow(GuestFault); // not mapped
+    }
+  });
+});

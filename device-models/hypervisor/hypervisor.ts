@@ -211,7 +211,7 @@ export class Hypervisor implements CpuServices {
     });
     v.onExit('EXCEPTION_NMI', (_cpu, e) => {
       if (e.detail === 'pt-write') return; // handled inline by kernelWrite64 after the exit
-      this.shadowFault(e.qualification ?? 0);
+      this.shadowFault(e.qualification ?? 0, e.detail === 'write');
     });
   }
 
@@ -368,11 +368,11 @@ export class Hypervisor implements CpuServices {
     const off = va - vpn * PAGE_SIZE;
     if (this.mode === 'full-emulation') {
       this.events.add('softmmu.access');
-      let f = this.softTlb.lookup(vpn);
+      let f = this.softTlb.lookup(vpn, write);
       if (f < 0) {
         f = this.guestWalk(va, write);
         this.events.add('softmmu.fill');
-        this.softTlb.insert(vpn, f);
+        this.softTlb.insert(vpn, f, this.w.writable);
       }
       return f + off;
     }
@@ -423,9 +423,9 @@ export class Hypervisor implements CpuServices {
     return w.frame;
   }
 
-  private shadowFault(va: number): void {
+  private shadowFault(va: number, write: boolean): void {
     const w = walk(this.machine.mem, this.guestCr3, va, this.w);
-    if (w.frame < 0) {
+    if (w.frame < 0 || (write && !w.writable)) {
       this.events.add('shadow.inject_pf');
       this.fault('cpu.pf', 'page fault (reflected to the guest)', `va ${hex(va)}, level ${w.faultLevel}`);
       return;

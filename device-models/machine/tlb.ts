@@ -125,15 +125,19 @@ export class SoftTlb {
     this.frames = new Float64Array(slots);
   }
 
-  lookup(vpn: number): number {
+  /** The frame for `vpn` (a write needs a writable entry, as QEMU keeps separate read and write tags), or -1. */
+  lookup(vpn: number, write = false): number {
     const i = vpn & this.mask;
-    return this.vpns[i] === vpn ? this.frames[i]! : -1;
+    if (this.vpns[i] !== vpn) return -1;
+    const v = this.frames[i]!;
+    if (write && v % 2 === 0) return -1;
+    return v - (v % 2);
   }
 
-  insert(vpn: number, frame: number): void {
+  insert(vpn: number, frame: number, writable = true): void {
     const i = vpn & this.mask;
     this.vpns[i] = vpn;
-    this.frames[i] = frame;
+    this.frames[i] = frame + (writable ? 1 : 0);
   }
 
   invalidatePage(vpn: number): void {
