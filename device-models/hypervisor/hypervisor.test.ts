@@ -182,3 +182,23 @@ describe('faults reflected to the guest', () => {
     }
   });
 });
+
+describe('PCID', () => {
+  it('a CR3 load with the no-flush bit keeps the PCID-tagged entries; without it they go', () => {
+    const { m, cpu, hv } = setup({ mode: 'native', pcid: true });
+    const f = m.dma.alloc(4096, 4096);
+    const root = tinyTables(m, f);
+    cpu.writeCr3(root + 1); // PCID 1
+    cpu.touch!(0, false);
+    expect(m.events.get('mmu.walk')).toBe(1);
+    const other = tinyTables(m, f);
+    cpu.writeCr3(other + 2, true); // PCID 2
+    cpu.writeCr3(root + 1, true); // back to PCID 1 without flushing
+    cpu.touch!(0, false);
+    expect(m.events.get('mmu.walk')).toBe(1); // still cached under tag 1
+    cpu.writeCr3(root + 1, false);
+    cpu.touch!(0, false);
+    expect(m.events.get('mmu.walk')).toBe(2);
+    expect(hv.tlb.entries).toBe(1);
+  });
+});
