@@ -163,7 +163,7 @@ describe('paravirtual MMU properties', () => {
       fc.property(cfgArb(), opsArb, (cfg, ops) => {
         run(cfg, ops);
       }),
-      { numRuns: 150 },
+      { numRuns: 100 },
     );
   });
 
