@@ -262,7 +262,7 @@ export class Monitor {
 
   /** Judge what can only be judged at the end (notifications owed by devices). */
   finish(): void {
-    for (const d of this.devs.values()) for (const r of d.rings.values()) this.judgeOwed(d, r, true);
+    for (const d of this.devs.values()) for (const r of d.rings.values()) if (!r.broken) this.guard(r, () => this.judgeOwed(d, r, true));
   }
 
   bySide(side: 'driver' | 'device'): Violation[] {
@@ -521,10 +521,12 @@ export class Monitor {
         const idx = v & 0xffff;
         if (!d.driverOk) this.violate(d, 'status_init.driver.12', 'driver', `notification for queue ${idx} before DRIVER_OK`, 'DRIVER_OK set', statusNames(d.status));
         const r = d.rings.get(idx);
-        if (r && this.ringsOn) {
-          this.scanUsed(d, r, 'driver');
-          this.syncAvail(d, r);
-          r.notifiedAvail = r.lastAvail;
+        if (r && this.ringsOn && !r.broken) {
+          this.guard(r, () => {
+            this.scanUsed(d, r, 'driver');
+            this.syncAvail(d, r);
+            r.notifiedAvail = r.lastAvail;
+          });
         }
         break;
       }
@@ -631,6 +633,15 @@ export class Monitor {
     }
   }
 
+  /** Ring monitoring must never break the run it watches: a ring it cannot read is dropped. */
+  private guard(r: RingState, fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      r.broken = true;
+    }
+  }
+
   private taken(vector: number): void {
     if (!this.active) return;
     for (const d of this.devs.values()) if (d.pd.vector === vector) d.irqsTaken = d.irqsTotal;
@@ -651,10 +662,12 @@ export class Monitor {
       if (!this.ringsOn) continue;
       for (const r of d.rings.values()) {
         if (r.broken) continue;
-        this.checkSnapshots(d, r, 'driver');
-        this.scanUsed(d, r, 'driver');
-        this.syncAvail(d, r);
-        this.judgeNotifyOwed(d, r);
+        this.guard(r, () => {
+          this.checkSnapshots(d, r, 'driver');
+          this.scanUsed(d, r, 'driver');
+          this.syncAvail(d, r);
+          this.judgeNotifyOwed(d, r);
+        });
       }
       d.irqsAtEnter = d.irqsTotal;
     }
@@ -666,9 +679,11 @@ export class Monitor {
     for (const d of this.devs.values()) {
       for (const r of d.rings.values()) {
         if (r.broken) continue;
-        this.checkSnapshots(d, r, 'device');
-        this.scanUsed(d, r, 'device');
-        this.judgeOwed(d, r, false);
+        this.guard(r, () => {
+          this.checkSnapshots(d, r, 'device');
+          this.scanUsed(d, r, 'device');
+          this.judgeOwed(d, r, false);
+        });
       }
     }
   }
