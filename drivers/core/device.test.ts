@@ -131,4 +131,60 @@ describe('end to end: driver init + virtio-mmio + split ring + echo device', () 
     expect(dev.core.generation).toBe(1);
     expect(() => d.readConfigStable((tr) => (model.bumpConfig(), tr.readConfig(4, 4)))).toThrow(DeviceMisbehaviourError);
   });
+
+  it('a device that needs a reset at DRIVER_OK makes init fail with DeviceNeedsResetError, marked FAILED', () => {
+    const { m, t, model, dev } = setup();
+    model.activate = (ctx) => ctx.needsReset(new DeviceMisbehaviourError('x', 'cannot start') as never);
+    expect(() => VirtioDriverDevice.init(m.platform, t, { features: ALL })).toThrow(DeviceNeedsResetError);
+    expect(dev.core.status & Status.FAILED).toBe(Status.FAILED);
+  });
+
+  it('one device broken by a hostile chain does not stop another device (ROBUSTNESS: other devices keep working)', () => {
+    const m = new Machine();
+    const a = attachVirtioMmio(m, new EchoModel(), { notifyLatencyNs: 200 });
+    attachVirtioMmio(m, new EchoModel(), { notifyLatencyNs: 200 });
+    const [ta, tb] = discoverMmio(m.platform).transports;
+    const da = VirtioDriverDevice.init(m.platform, ta!, { features: ALL });
+    const db = VirtioDriverDevice.init(m.platform, tb!, { features: ALL });
+    const buf = m.dma.alloc(64);
+    // device A: the driver side is fine, but the descriptor is corrupted before the kick (a loop)
+    da.queue(0).add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 1);
+    const qa = (da.queues.get(0) as unknown as { addresses: { desc: number } }).addresses;
+    m.mem.write16(qa.desc + 12, 1); // NEXT
+    m.mem.write16(qa.desc + 14, 0); // -> itself
+    da.queue(0).kick();
+    expect(() => da.waitUsed(0)).toThrow(DeviceNeedsResetError);
+    expect(a.core.errors.filter((e) => e.fatal).map((e) => e.error.code)).toEqual(['split.chain_loop']);
+    // device B still works, and A recovers after a reset and re-init
+    const data = new Uint8Array([1, 2, 3]);
+    expect(echo(m, db, 0, data)).toEqual(data);
+    da.shutdown();
+    const da2 = VirtioDriverDevice.init(m.platform, ta!, { features: ALL });
+    expect(echo(m, da2, 0, data)).toEqual(data);
+  });
+
+  it('polling with interrupts disabled: pollUntil finds completions without interrupts', () => {
+    const { m, t, dev } = setup();
+    const d = VirtioDriverDevice.init(m.platform, t, { features: ALL });
+    const vq = d.queue<number>(0);
+    vq.disableInterrupts();
+    const buf = m.dma.alloc(64);
+    vq.add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 7);
+    vq.kick();
+    let u: { token: number; len: number } | null = null;
+    d.pollUntil(() => (u = vq.getUsed()) !== null, 'completion', 100);
+    expect(u).toEqual({ token: 7, len: 8 });
+    expect(d.stats.interrupts).toBe(0);
+    expect(dev.core.stats.usedSignals).toBe(0);
+  });
+
+  it('an interrupt storm (line stuck high, nothing to acknowledge) ends in a TimeoutError', () => {
+    const { m, t, dev } = setup();
+    const d = VirtioDriverDevice.init(m.platform, t, { features: ALL });
+    d.dispatcher.maxInterruptsPerWait = 1000;
+    dev.line.assert(); // InterruptStatus stays 0: the driver acknowledges nothing
+    expect(() => d.waitUntil(() => false, 'nothing')).toThrow(TimeoutError);
+    expect(d.stats.spuriousInterrupts).toBeGreaterThan(100);
+    d.dispatcher.maxInterruptsPerWait = 100_000;
+  });
 });

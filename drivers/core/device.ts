@@ -75,7 +75,7 @@ export class InterruptDispatcher {
   /** Interrupts taken with no handler (acknowledged with an EOI only). */
   unhandled = 0;
   /** Upper bound on interrupts taken in one wait (an interrupt storm ends in a TimeoutError too). */
-  maxInterruptsPerWait = 1_000_000;
+  maxInterruptsPerWait = 100_000;
 
   private constructor(private readonly p: GuestPlatform) {}
 
@@ -314,11 +314,12 @@ export class VirtioDriverDevice {
   /** The interrupt handler: read and acknowledge the cause, then look at status on a config change. */
   private onInterrupt(vector: number): void {
     this.stats.interrupts++;
+    // acknowledge even when not live, so a level-triggered line goes down
+    const cause: InterruptCause = this.transport.ackInterrupt(vector);
     if (!this.live) {
       this.stats.spuriousInterrupts++;
       return;
     }
-    const cause: InterruptCause = this.transport.ackInterrupt(vector);
     if (!cause.used && !cause.config) this.stats.spuriousInterrupts++; // split.driver.16: spurious is fine
     if (cause.config) {
       this.stats.configInterrupts++;
@@ -351,6 +352,24 @@ export class VirtioDriverDevice {
     // done() is called once per check: it may consume (e.g. getUsed)
     this.dispatcher.waitUntil(() => (ok = done()) || this.needsResetSeen, timeoutNs, what);
     if (!ok) this.throwIfNeedsReset();
+  }
+
+  /**
+   * Poll without interrupts: let `stepNs` of target time pass between checks of `done()`, up to
+   * `timeoutNs` (for drivers that run with interrupts disabled). TimeoutError when it never holds.
+   */
+  pollUntil(done: () => boolean, what: string, stepNs = 1000, timeoutNs = this.timeoutNs): void {
+    const p = this.platform;
+    const deadline = p.now() + timeoutNs;
+    for (;;) {
+      if (done()) return;
+      this.dispatcher.poll();
+      this.throwIfNeedsReset();
+      if (p.now() >= deadline) break;
+      p.spin(Math.max(1, Math.min(stepNs, deadline - p.now())));
+    }
+    if (done()) return;
+    throw new TimeoutError('wait.timeout', `timed out polling for ${what}`, { expected: `within ${timeoutNs} ns` });
   }
 
   /** Wait for the next used buffer of queue `index`. */

@@ -281,8 +281,9 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.freeChain(id);
     this._inFlight--;
     this.lastUsed = (last + 1) & 0xffff;
-    // split.driver.15: with EVENT_IDX, ask to be interrupted for the next used element
-    if (this.eventIdx && this.interruptsOn) mem.write16(this.avail + 4 + 2 * this.size, this.lastUsed);
+    // split.driver.15: with EVENT_IDX, ask to be interrupted for the next used element (or, with
+    // interrupts off, keep used_event half the index space away, where the device will not reach it)
+    if (this.eventIdx) mem.write16(this.avail + 4 + 2 * this.size, this.interruptsOn ? this.lastUsed : (this.lastUsed + 0x8000) & 0xffff);
     return { token, len };
   }
 
@@ -303,8 +304,10 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   disableInterrupts(): void {
     if (this.broken || this.destroyed) return;
     this.interruptsOn = false;
-    // split.driver.13/14: the flag only without EVENT_IDX (then flags stay 0 and used_event stops moving)
+    // split.driver.13/14: the flag only without EVENT_IDX; with it, flags stay 0 and used_event
+    // moves half the index space ahead of what the driver has consumed
     if (!this.eventIdx) this.mem.write16(this.avail, Split.AVAIL_F_NO_INTERRUPT);
+    else this.mem.write16(this.avail + 4 + 2 * this.size, (this.lastUsed + 0x8000) & 0xffff);
   }
 
   enableInterrupts(): boolean {
