@@ -187,4 +187,25 @@ describe('end to end: driver init + virtio-mmio + split ring + echo device', () 
     expect(d.stats.spuriousInterrupts).toBeGreaterThan(100);
     d.dispatcher.maxInterruptsPerWait = 100_000;
   });
+
+  it('RING_RESET: the driver resets one queue and sets it up again while the other keeps working (vq_reset.driver.1, vq_reset.driver.3, vq_reset.device.1)', () => {
+    const { m, t, dev, model } = setup({ features: featureSet(F.VERSION_1, F.RING_RESET, F.EVENT_IDX), completionDelayNs: 1_000_000 });
+    const d = VirtioDriverDevice.init(m.platform, t, { features: featureSet(F.RING_RESET, F.EVENT_IDX), queues: 2 });
+    const buf = m.dma.alloc(64);
+    d.queue(0).add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 'lost');
+    d.queue(0).kick();
+    m.platform.spin(10_000); // taken by the device, completion pending
+    const oldUsed = (d.queues.get(0) as unknown as { addresses: { device: number } }).addresses.device;
+    expect(d.resetQueue(0)).toEqual(['lost']);
+    const completed = model.completed;
+    m.platform.spin(2_000_000); // the late completion must not touch the old ring or the buffer
+    expect(m.mem.read16(oldUsed + 2)).toBe(0);
+    expect(model.completed).toBe(completed);
+    expect(m.mem.read32(buf + 8)).toBe(0);
+    expect(dev.core.queueConfig(0)!.ready).toBe(true);
+    const data = new Uint8Array([4, 5, 6]);
+    expect(echo(m, d, 0, data)).toEqual(data);
+    expect(echo(m, d, 1, data)).toEqual(data);
+    expect(dev.core.errors.filter((e) => e.fatal)).toEqual([]);
+  });
 });

@@ -318,6 +318,13 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     return this.mem.read16(this.used + 2) === this.lastUsed;
   }
 
+  /** Tokens of the buffers still in flight (for a driver that drops the queue). */
+  outstandingTokens(): T[] {
+    const out: T[] = [];
+    for (let i = 0; i < this.size; i++) if (this.state[i] === D.HEAD) out.push(this.tokens[i] as T);
+    return out;
+  }
+
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
