@@ -176,14 +176,12 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
         if (!isOut) writable += b.len;
         mem.write64(o, b.addr);
         mem.write32(o + 8, b.len);
-        mem.write16(o + 12, flags);
-        mem.write16(o + 14, k + 1 < n ? k + 1 : 0);
+        mem.write32(o + 12, flags | ((k + 1 < n ? k + 1 : 0) << 16)); // flags, next
       }
       const o = this.desc + 16 * head;
       mem.write64(o, table);
       mem.write32(o + 8, 16 * n);
-      mem.write16(o + 12, Split.DESC_F_INDIRECT); // split.driver.9: never with NEXT
-      mem.write16(o + 14, 0);
+      mem.write32(o + 12, Split.DESC_F_INDIRECT); // flags (split.driver.9: never with NEXT), next 0
       this.freeHead = this.next[head]!;
       this.state[head] = D.HEAD;
       this.descCount[head] = 1;
@@ -199,8 +197,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
         if (!isOut) writable += b.len;
         mem.write64(o, b.addr);
         mem.write32(o + 8, b.len);
-        mem.write16(o + 12, flags);
-        mem.write16(o + 14, k + 1 < n ? nx : 0);
+        mem.write32(o + 12, flags | ((k + 1 < n ? nx : 0) << 16)); // flags, next
         this.state[d] = k === 0 ? D.HEAD : D.BODY;
         if (k + 1 < n) d = nx;
         else this.freeHead = nx;
