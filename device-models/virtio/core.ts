@@ -229,7 +229,8 @@ export class VirtioCore implements RingHost {
       return;
     }
     const old = this._status;
-    if (old & ~value & 0xff) {
+    // (DEVICE_NEEDS_RESET is the device's bit: a driver writing status back without it clears nothing)
+    if (old & ~value & 0xff & ~Status.DEVICE_NEEDS_RESET) {
       this.record(new DriverMisbehaviourError('status.clear', 'driver cleared device status bits without a reset', { statements: ['status_init.driver.2'], expected: `a superset of ${statusNames(old)}`, seen: statusNames(value) }), false);
     }
     // DEVICE_NEEDS_RESET belongs to the device; the driver cannot set it.
