@@ -175,15 +175,9 @@ describe('VirtioCore', () => {
   });
 
   it('a model bound to the core can change its config before DRIVER_OK: new generation, no interrupt yet', () => {
-    const m = new Machine({ ram: RAW_RAM });
-    let host: { configChanged(): void } | undefined;
-    const model = new EchoModel();
-    model.bind = (h) => (host = h);
-    const c = new VirtioCore(m.mem, m.scheduler, model);
-    const sig = new Signals();
-    c.attach(sig);
+    const { c, model, sig } = mk();
     const g = c.generation;
-    host!.configChanged();
+    model.bumpConfig();
     expect(c.generation).not.toBe(g);
     expect(sig.config).toBe(0);
   });
