@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { simBlk, type SimBlkOptions } from '../../device-models/blk/harness.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { BlkConfig } from '../../device-models/blk/config.ts';
-import type { VirtioBlkDevice } from '../../device-models/blk/device.ts';
+import { VirtioBlkDevice } from '../../device-models/blk/device.ts';
 import type { Chain, DeviceContext, VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
@@ -136,6 +136,28 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
     expect(blk.configChanges).toBe(1);
     expect(blk.info.capacity).toBe(4096);
     expect(blk.wait(blk.submit({ type: Blk.T_IN, sector: 3000, data: [{ addr: buf, len: 512 }] })).status).toBe(Blk.S_OK);
+  });
+
+  it('drives two devices on one machine side by side, each taking only its own interrupts', () => {
+    const m = new Machine();
+    const disks = [new RamDisk(256 * KiB), new RamDisk(512 * KiB)];
+    const devs = disks.map((backend, i) => new VirtioBlkDevice({ backend, id: `disk${i}`, reorder: i === 1 }));
+    for (const d of devs) attachVirtioMmio(m, d, { notifyLatencyNs: 700 });
+    const ts = discoverMmio(m.platform).transports;
+    expect(ts).toHaveLength(2);
+    const drivers = ts.map((t) => VirtioBlkDriver.probe(m.platform, t));
+    expect(drivers.map((d) => d.getId())).toEqual(['disk0', 'disk1']);
+    const bufs = [m.dma.alloc(64 * 512), m.dma.alloc(64 * 512)];
+    for (let i = 0; i < 64; i++) {
+      for (let k = 0; k < 2; k++) {
+        m.mem.fill(bufs[k]! + i * 512, 512, (i + k * 100) & 0xff);
+        drivers[k]!.submit({ type: Blk.T_OUT, sector: i, data: [{ addr: bufs[k]! + i * 512, len: 512 }] }, (st) => expect(st).toBe(Blk.S_OK));
+      }
+      if (i % 16 === 15) drivers[i % 2]!.waitAll();
+    }
+    drivers[0]!.waitAll();
+    drivers[1]!.waitAll();
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 64; i++) expect(disks[k]!.contents[i * 512 + 3]).toBe((i + k * 100) & 0xff);
   });
 
   it('switches the cache mode with CONFIG_WCE', () => {
