@@ -294,7 +294,11 @@ export class VirtioCore implements RingHost {
       this.needsReset(new DriverMisbehaviourError('status.driver_ok_early', 'driver set DRIVER_OK without FEATURES_OK', { statements: ['status_init.driver.6', 'status_init.driver.11'], expected: 'FEATURES_OK before DRIVER_OK', seen: statusNames(this._status) }));
       return;
     }
-    if (this._status & Status.DEVICE_NEEDS_RESET) return;
+    if (this._status & Status.DEVICE_NEEDS_RESET) {
+      // it was set before DRIVER_OK (a bad queue setup): tell the driver now (status_init.device.3)
+      this.sendConfigInterrupt();
+      return;
+    }
     // Build the rings of the queues the driver enabled; the others stay dead.
     for (const q of this.queues) {
       if (q.ready) {
