@@ -165,6 +165,11 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
     blk.setWriteback(false);
     expect(blk.info.cache).toBe('writethrough');
     expect(device.writeback).toBe(0);
+    // blk.driver.23: earlier volatile writes are flushed when leaving writeback mode
+    expect(device.stats.flushes).toBe(1);
+    blk.setWriteback(true);
+    expect(blk.info.cache).toBe('writeback');
+    expect(device.stats.flushes).toBe(1);
   });
 
   it('reports IOERR and UNSUPP from the device as request failures', () => {

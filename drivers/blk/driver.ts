@@ -687,12 +687,17 @@ export class VirtioBlkDriver {
     }
   }
 
-  /** Switch the cache mode (CONFIG_WCE negotiated): 1 writeback, 0 writethrough. */
+  /**
+   * Switch the cache mode (CONFIG_WCE negotiated, blk.driver.22): writeback or writethrough.
+   * Writes completed while the cache was writeback are not stable just because the mode changed
+   * (blk.driver.23): switching to writethrough flushes them.
+   */
   setWriteback(on: boolean): void {
     if (!this.info.configWce) throw new UsageError('usage.blk.wce', 'VIRTIO_BLK_F_CONFIG_WCE not negotiated');
     this.transport.writeConfig(BlkConfig.WRITEBACK, 1, on ? 1 : 0);
-    const wb = this.transport.readConfig(BlkConfig.WRITEBACK, 1);
+    const wb = this.dev.config8(BlkConfig.WRITEBACK);
     this.info.cache = wb === 0 ? 'writethrough' : 'writeback';
+    if (!on && this.info.flush) this.run(Blk.T_FLUSH, 0, 0, 0);
   }
 
   /** Reset the device and release the queues' memory. */
