@@ -9,7 +9,7 @@ import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { discoverMmio } from '../transport/mmio.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from './driver.ts';
 import { Blk, BlkF, F, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
+import { DeviceMisbehaviourError, DeviceNeedsResetError, DriverMisbehaviourError, NegotiationError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 
 const KiB = 1024;
 
@@ -188,7 +188,7 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
 class LyingModel implements VirtioDeviceModel {
   ctx: DeviceContext | undefined;
   unstableNow = false;
-  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean; unstable?: boolean }) {}
+  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean; unstable?: boolean; refuse?: boolean; noQueue?: boolean; giveUp?: boolean }) {}
   get deviceType() {
     return this.inner.deviceType;
   }
@@ -199,7 +199,7 @@ class LyingModel implements VirtioDeviceModel {
     return this.inner.numQueues;
   }
   queueMaxSize(i: number) {
-    return this.inner.queueMaxSize(i);
+    return this.lie.noQueue ? 0 : this.inner.queueMaxSize(i);
   }
   get offeredFeatures() {
     return this.inner.offeredFeatures;
@@ -216,7 +216,7 @@ class LyingModel implements VirtioDeviceModel {
     this.inner.writeConfig(offset, size, value);
   }
   acceptFeatures(f: bigint) {
-    return this.inner.acceptFeatures(f);
+    return !this.lie.refuse && this.inner.acceptFeatures(f);
   }
   activate(ctx: DeviceContext) {
     this.ctx = ctx;
@@ -227,6 +227,10 @@ class LyingModel implements VirtioDeviceModel {
   }
   queueNotify(index: number) {
     if (this.lie.silent) return;
+    if (this.lie.giveUp) {
+      this.ctx!.needsReset(new DriverMisbehaviourError('test.give_up', 'the device gives up'));
+      return;
+    }
     const q = this.ctx!.queue(index);
     let c: Chain | null;
     while ((c = q.pop()) !== null) {
@@ -304,6 +308,21 @@ describe('VirtioBlkDriver against a hostile device', () => {
     expect(blk.error).toBeInstanceOf(DeviceMisbehaviourError);
     expect(blk.error!.message).toMatch(/generation/);
     expect(() => blk.submit({ type: Blk.T_IN, sector: 0, data: [{ addr: buf, len: 512 }] })).toThrow(DeviceMisbehaviourError);
+  });
+
+  it('fails the probe, marking the device FAILED, when FEATURES_OK is refused or queue 0 is missing', () => {
+    for (const lie of [{ refuse: true }, { noQueue: true }]) {
+      const { m, t } = bootLiar(lie);
+      expect(() => VirtioBlkDriver.probe(m.platform, t)).toThrow(lie.refuse ? NegotiationError : DeviceMisbehaviourError);
+      expect(t.getStatus() & Status.FAILED).toBe(Status.FAILED);
+    }
+  });
+
+  it('reports DEVICE_NEEDS_RESET from the next wait and refuses further requests', () => {
+    const { m, t } = bootLiar({ giveUp: true });
+    const blk = VirtioBlkDriver.probe(m.platform, t);
+    expect(() => blk.read(0, new Uint8Array(512))).toThrow(DeviceNeedsResetError);
+    expect(() => blk.submit({ type: Blk.T_FLUSH })).toThrow(DeviceNeedsResetError);
   });
 
   it('gives up on a device that never answers, within its timeout', () => {
