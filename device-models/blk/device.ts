@@ -20,7 +20,7 @@ import type { Chain, DeviceContext, Segment, VirtioDeviceModel } from '../virtio
 import type { GuestMemory } from '../machine/memory.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from './config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import { SECTOR, type BlkBackend } from './backend.ts';
 
 export interface BlkLimits {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { simBlk, type SimBlkOptions } from '../../device-models/blk/harness.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
-import { BlkConfig } from '../../device-models/blk/config.ts';
+import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 import { VirtioBlkDevice } from '../../device-models/blk/device.ts';
 import type { Chain, DeviceContext, VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { Machine } from '../../device-models/machine/machine.ts';

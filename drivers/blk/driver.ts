@@ -4,7 +4,7 @@
  * It runs over any VirtioTransport (virtio-mmio, virtio-pci, legacy or modern) and either ring
  * layout, on any GuestPlatform. The API is synchronous, like the rest of pvkit:
  *
- *   const blk = VirtioBlkDriver.probe(platform, transport, { createQueue });
+ *   const blk = VirtioBlkDriver.probe(platform, transport);
  *   const h = blk.submit({ type: Blk.T_IN, sector: 8, data: [{ addr, len: 4096 }] });
  *   blk.waitAll();                        // or blk.wait(h), or blk.poll()
  *   const r = blk.result(h);              // { status, len, error? }
@@ -22,7 +22,7 @@ import type { VirtioTransport } from '../transport/transport.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { DeviceMisbehaviourError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
 import { VirtioDriverDevice, type DeviceInitOptions } from '../core/device.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../device-models/blk/config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 
 const SECTOR = 512;
 const TWO32 = 0x1_0000_0000;
