@@ -410,7 +410,11 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
       // a backend failure (fs error) or an unexpected guest-memory fault
       status = S_IOERR;
     }
-    return this.finish(chain, wlen, status);
+    try {
+      return this.finish(chain, wlen, status);
+    } catch {
+      return 0; // the status could not be written: report nothing written
+    }
   }
 
   private finish(chain: Chain, wlen: number, status: number): number {
