@@ -311,6 +311,35 @@ defineCheck({
   },
 });
 
+defineCheck({
+  id: 'split.device.under-load',
+  title: 'under the reference driver with random features, queue sizes and I/O the monitor sees the device keep every ring rule',
+  statements: ['split.device.3', 'split.device.6', 'split.device.11', 'split.device.13', 'split.device.16', 'split.device.18', 'split.device.20', 'status_init.device.1'],
+  side: 'device',
+  applies: { rings: ['split'], transports: ['mmio'] },
+  kind: 'property',
+  run(ctx) {
+    checkProperty(ctx, ['split.device.16'], [fc.boolean(), fc.boolean(), fc.integer({ min: 4, max: 128 }), fc.integer(), fc.integer({ min: 1, max: 12 })], (indirect, eventIdx, qsize, seed, n) => {
+      const without = (indirect ? 0n : bit(F.INDIRECT_DESC)) | (eventIdx ? 0n : bit(F.EVENT_IDX));
+      const dut = ctx.newDevice();
+      const mon = monitor(dut);
+      let err: unknown;
+      try {
+        const s = startRef(ctx, dut, { without, queueSize: qsize });
+        s.io(n, seed);
+        s.shutdown();
+      } catch (e) {
+        err = e;
+      }
+      mon.detach();
+      // the monitor's verdict first (it names the broken rule); then whatever stopped the driver
+      mon.assertClean({ side: 'device' });
+      if (err !== undefined) throw err;
+      expectThat(mon.stats.used > 0, ['split.device.16'], 'the monitor saw no used element: nothing was judged');
+    });
+  },
+});
+
 // ---------------------------------------------------------------------------- driver side
 
 defineCheck({
