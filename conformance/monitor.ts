@@ -101,6 +101,8 @@ const REG_ACCESS: ReadonlyMap<number, 'R' | 'W' | 'RW'> = new Map<number, 'R' | 
   [Mmio.QUEUE_RESET, 'RW'],
   [Mmio.CONFIG_GENERATION, 'R'],
 ]);
+/** Bytes of device-specific config space each device type defines (blk: struct virtio_blk_config). */
+const CONFIG_SIZE: Record<number, number> = { [DeviceType.BLOCK]: 96 };
 const LEGACY_ONLY = new Set<number>([Mmio.GUEST_PAGE_SIZE, Mmio.QUEUE_ALIGN, Mmio.QUEUE_PFN]);
 const SHM_REGS = new Set<number>([Mmio.SHM_SEL, Mmio.SHM_LEN_LOW, Mmio.SHM_LEN_HIGH, Mmio.SHM_BASE_LOW, Mmio.SHM_BASE_HIGH]);
 
@@ -366,6 +368,8 @@ export class Monitor {
   }
 
   private onConfig(d: DevState, a: BusAccess, off: number): void {
+    const limit = d.deviceId !== undefined ? CONFIG_SIZE[d.deviceId] : undefined;
+    if (limit !== undefined && off + a.size > limit) this.violate(d, 'mmio.driver.1', 'driver', `config ${a.kind} at offset ${off} beyond the ${limit} bytes the device type defines`, `< ${limit}`, `${off}+${a.size}`);
     // virtio-blk writeback (config offset 32) is meaningful only once FEATURES_OK is set
     if (a.kind === 'read' && d.deviceId === DeviceType.BLOCK && off <= 32 && off + a.size > 32 && !d.featuresOkWritten && d.version !== 1) {
       this.violate(d, 'blk.driver.4', 'driver', 'driver read the writeback config field before FEATURES_OK', 'FEATURES_OK first', statusNames(d.status));
