@@ -194,7 +194,7 @@ describe('packed virtqueue, driver against device', () => {
     const w = world(3);
     for (let i = 0; i < 2; i++) w.drv.add([{ addr: 0x9_0000, len: 4 }], [], i);
     w.drv.kick();
-    expect(w.notifyData.at(-1)).toBe(2 | (1 << 15));
+    expect(w.notifyData.at(-1)).toBe(((2 | (1 << 15)) << 16) >>> 0); // queue 0 in the low half
     w.drv.add([{ addr: 0x9_0000, len: 4 }], [], 2);
     w.drv.kick();
     expect(w.notifyData.at(-1)).toBe(0); // wrapped: offset 0, wrap counter now 0

@@ -64,7 +64,7 @@ export function validatePackedConfig(cfg: PackedQueueConfig, mem: GuestMemory, o
   ];
   for (const [name, addr, len, align] of areas) {
     if (addr % align !== 0) return new DriverMisbehaviourError('packed.align', `queue ${q}: ${name} misaligned`, { statements: ['packed.driver.1'], expected: `a multiple of ${align}`, seen: hex(addr) });
-    if (!mem.isRam(addr, len)) return new DriverMisbehaviourError('packed.area', `queue ${q}: ${name} not in RAM`, { expected: 'guest RAM', seen: `${hex(addr)}+${len}` });
+    if (!Number.isSafeInteger(addr) || !mem.regionOf(addr, len)) return new DriverMisbehaviourError('packed.area', `queue ${q}: ${name} not inside one RAM region`, { expected: 'guest RAM', seen: `${hex(addr)}+${len}` });
   }
   for (let i = 0; i < 3; i++) {
     for (let j = i + 1; j < 3; j++) {
@@ -250,7 +250,7 @@ export class PackedDeviceQueue {
       return true;
     }
     const addr = hi * TWO32 + lo;
-    if (hi >= 0x20_0000 || !this.mem.isRam(addr, len)) {
+    if (hi >= 0x20_0000 || !this.mem.regionOf(addr, len)) {
       this.fail('buffer_ram', 'buffer element outside guest RAM', { expected: 'an element inside RAM', seen: `${hex(hi)}:${hex(lo)}+${hex(len)}` });
       return true;
     }
@@ -268,7 +268,7 @@ export class PackedDeviceQueue {
     if (len === 0 || len % 16 !== 0) return this.fail('indirect_len', 'indirect table length is not a non-zero multiple of 16', { expected: 'n * 16, n >= 1', seen: String(len) });
     const n = len / 16;
     if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.13'], expected: `<= ${this.maxChain}`, seen: String(n) });
-    if (hi >= 0x20_0000 || !this.mem.isRam(table, len)) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` });
+    if (hi >= 0x20_0000 || !this.mem.regionOf(table, len)) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` });
     let rLen = 0;
     let wLen = 0;
     for (let i = 0; i < n; i++) {

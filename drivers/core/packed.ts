@@ -25,9 +25,9 @@ export interface PackedVirtqueueOptions {
 }
 
 /**
- * Sends an available-buffer notification. `data`, with NOTIFICATION_DATA, is the upper half of the
- * 32-bit notification: next_off (bits 0..14) | next_wrap (bit 15); the transport adds the queue
- * index (or queue_notif_config_data) in the lower half.
+ * Sends an available-buffer notification. `data`, with NOTIFICATION_DATA, is the 32-bit
+ * notification value (notifications-data-le.c): the queue index in bits 0..15, next_off in bits
+ * 16..30, next_wrap in bit 31. A transport with VIRTIO_F_NOTIF_CONFIG_DATA replaces bits 0..15.
  */
 export type NotifyFn = (index: number, data?: number) => void;
 
@@ -198,15 +198,20 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     if (notify) {
       this.stats.notifies++;
       // packed.driver.4: next_off / next_wrap name the next descriptor not yet made available
-      this.notifyFn(this.index, this.notificationData ? this.nextAvail | (this.availWrap << 15) : undefined);
+      this.notifyFn(this.index, this.notificationData ? this.notificationValue() : undefined);
     }
     return notify;
+  }
+
+  /** The NOTIFICATION_DATA value for the current position (packed: next_off | next_wrap << 15 above the index). */
+  notificationValue(): number {
+    return (((this.nextAvail | (this.availWrap << 15)) << 16) | this.index) >>> 0;
   }
 
   /** Notify regardless of suppression (drivers may send extra notifications: packed.driver.5). */
   forceNotify(): void {
     this.stats.notifies++;
-    this.notifyFn(this.index, this.notificationData ? this.nextAvail | (this.availWrap << 15) : undefined);
+    this.notifyFn(this.index, this.notificationData ? this.notificationValue() : undefined);
   }
 
   private usedAtNext(): boolean {
