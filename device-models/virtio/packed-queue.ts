@@ -16,6 +16,7 @@ import type { GuestMemory } from '../machine/memory.ts';
 import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
 import type { Chain, Segment } from './model.ts';
+import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
 
 /** What the ring needs from the core (structurally the core's RingHost). */
 export interface PackedRingHost {
@@ -95,7 +96,7 @@ export interface PackedQueueStats {
   suppressed: number;
 }
 
-export class PackedDeviceQueue {
+export class PackedDeviceQueue implements CoreQueue {
   readonly layout = 'packed' as const;
   readonly index: number;
   readonly size: number;
@@ -407,3 +408,14 @@ export class PackedDeviceQueue {
     return { off: this.nextUsed, wrap: this.usedWrap };
   }
 }
+
+/** The packed ring layout, installed in the core next to the split one. */
+export const packedLayout: RingLayout = {
+  name: 'packed',
+  validate(cfg: Readonly<QueueConfig>, mem: GuestMemory, opts: RingOptions): DriverMisbehaviourError | null {
+    return validatePackedConfig(cfg, mem, opts);
+  },
+  create(host: RingHost, cfg: Readonly<QueueConfig>, opts: RingOptions): PackedDeviceQueue {
+    return new PackedDeviceQueue(host, cfg, opts);
+  },
+};

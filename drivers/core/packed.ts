@@ -10,6 +10,7 @@ import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
+import type { QueueAddresses } from '../transport/transport.ts';
 
 export interface PackedVirtqueueOptions {
   /** VIRTIO_F_INDIRECT_DESC negotiated: multi-element buffers go into one indirect table. */
@@ -20,6 +21,8 @@ export interface PackedVirtqueueOptions {
   readonly inOrder?: boolean;
   /** VIRTIO_F_NOTIFICATION_DATA negotiated: notifications carry next_off / next_wrap. */
   readonly notificationData?: boolean;
+  /** Use an indirect table for buffers of at least this many elements (default 2; Infinity: never). */
+  readonly indirectThreshold?: number;
   /** Longest list the device accepts (default: the queue size, packed.driver.6/7). */
   readonly maxChain?: number;
 }
@@ -55,6 +58,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   private readonly inOrder: boolean;
   private readonly notificationData: boolean;
   private readonly maxChain: number;
+  private readonly indirectThreshold: number;
   private nextAvail = 0;
   private availWrap = 1;
   private nextUsed = 0;
@@ -87,6 +91,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.inOrder = opts.inOrder ?? false;
     this.notificationData = opts.notificationData ?? false;
     this.maxChain = Math.min(size, opts.maxChain ?? size);
+    this.indirectThreshold = Math.max(2, opts.indirectThreshold ?? 2);
     // packed.driver.1: descriptor ring 16-aligned, event structures 4-aligned; the ring starts zeroed.
     this.descAddr = dma.alloc(16 * size, 16);
     this.driverAddr = dma.alloc(4, 4);
@@ -94,6 +99,11 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.freeSlots = size;
     this.ids = new Array<Slot<T> | undefined>(size).fill(undefined);
     for (let i = size - 1; i >= 0; i--) this.freeIds.push(i);
+  }
+
+  /** The three areas, as the transport programs them. */
+  get addresses(): QueueAddresses {
+    return { size: this.size, desc: this.descAddr, driver: this.driverAddr, device: this.deviceAddr };
   }
 
   get numFree(): number {
@@ -108,7 +118,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.check();
     const n = out.length + inp.length;
     if (n === 0) throw new UsageError('packed.empty', 'a buffer needs at least one element');
-    const useIndirect = this.indirect && n > 1 && n <= this.maxChain;
+    const useIndirect = this.indirect && n >= this.indirectThreshold && n <= this.maxChain;
     const slots = useIndirect ? 1 : n;
     if (!useIndirect && n > this.maxChain) throw new UsageError('packed.chain_len', 'buffer has more elements than the device accepts', { statements: ['packed.driver.6', 'packed.driver.7'], expected: `<= ${this.maxChain}`, seen: String(n) });
     // packed.driver.10: room for the whole list before the first descriptor is made available
