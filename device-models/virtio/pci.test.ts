@@ -341,6 +341,8 @@ describe('virtio-pci transitional device', () => {
   it('legacy config space reads the same bytes whatever the access width', () => {
     const { m, t } = setup({ mode: 'transitional', driver: { legacy: true } });
     VirtioDriverDevice.init(m.platform, t, { features: BASE, queues: 2 });
+    expect(t.msixEnabled).toBe(true); // config moved to offset 24
+    expect(t.fallbacks).toBe(0);
     const w32 = t.readConfig(0, 4);
     const w16 = t.readConfig(0, 2) | (t.readConfig(2, 2) << 16);
     const w8 = [0, 1, 2, 3].reduce((a, i) => a | (t.readConfig(i, 1) << (8 * i)), 0);
