@@ -195,7 +195,7 @@ export class VirtioBlkDriver {
       indirectThreshold: opts.indirectThreshold,
       timeoutNs: opts.timeoutNs,
       configRetries: opts.configRetries ?? 64,
-      // after FEATURES_OK, before the queues (status_init.driver.7): read and judge the config
+      // after FEATURES_OK, before the queues (the device-specific setup step of status_init.driver.6)
       check: (d) => {
         info = readInfo(d, warnings);
         let nq = Math.min(info.numQueues, maxQueues);
@@ -535,7 +535,8 @@ export class VirtioBlkDriver {
   /** A configuration change: re-read what may change (blk.driver.11: the capacity; the cache mode). */
   onConfigChange(): void {
     this.configChanges++;
-    if (this.dev.needsReset) return; // the next wait reports it
+    // a driver that gave up on the device stops reading it; NEEDS_RESET is reported by the next wait
+    if (this.broken || this.dev.needsReset) return;
     try {
       this.info.capacity = this.dev.readConfigStable((t) => read64(t, BlkConfig.CAPACITY));
       if (this.info.configWce) this.info.cache = this.dev.config8(BlkConfig.WRITEBACK) === 0 ? 'writethrough' : 'writeback';

@@ -3,7 +3,12 @@ import { simBlk } from '../../device-models/blk/harness.ts';
 import { FileDisk, RamDisk, type BlkBackend } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
 import { BlkF, featureNames } from '../../spec-refs/virtio.ts';
-import { CliUsageError } from '../cli.ts';
+import { UsageError } from '../../spec-refs/errors.ts';
+
+/** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
+function usage(msg: string): UsageError {
+  return new UsageError('usage.cli', msg);
+}
 
 interface DemoArgs {
   json: boolean;
@@ -100,7 +105,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
   handler: (args) => {
     let backend: BlkBackend | undefined;
     if (args.image !== undefined) {
-      if (args.image === '') throw new CliUsageError('--image needs a file name');
+      if (args.image === '') throw usage('--image needs a file name');
       backend = new FileDisk(args.image, { size: 16 << 20 });
     }
     try {
