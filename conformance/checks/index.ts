@@ -9,3 +9,4 @@ import './split.ts';
 import './blk.ts';
 import './config.ts';
 import './pci.ts';
+import './packed.ts';

@@ -56,7 +56,7 @@ registerSimDevice({
     }),
 });
 
-const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX);
+const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED);
 
 /** virtio-blk on a RAM disk (default 4 MiB). params: any VirtioBlkOptions field, plus diskBytes. */
 registerSimDevice({
