@@ -128,7 +128,7 @@ defineCheck({
   statements: ['split.driver.17'],
   side: 'driver',
   kind: 'property',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], rings: ['split'] }, // it rewrites the split used ring
   run(ctx) {
     checkProperty(ctx, ['split.driver.17'], [fc.integer({ min: 0, max: 512 })], (shortLen) => {
       const dut = ctx.newDevice();

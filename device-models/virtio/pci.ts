@@ -545,9 +545,11 @@ export class VirtioPciDevice {
     if (off >= cfgOff) {
       // Legacy config space: any access width gives the bytes of the natural layout (guest
       // endian: the simulated guest is x86, little-endian).
-      let v = 0;
       const n = size === 8 ? 4 : size;
-      for (let i = 0; i < n; i++) v |= core.readConfig(off - cfgOff + i, 1) << (8 * i);
+      const o = off - cfgOff;
+      if (o % n === 0) return core.readConfig(o, n as 1 | 2 | 4);
+      let v = 0;
+      for (let i = 0; i < n; i++) v |= core.readConfig(o + i, 1) << (8 * i);
       return v >>> 0;
     }
     const q = core.queueConfig(this.legacyQueueSel);
