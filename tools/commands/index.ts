@@ -3,7 +3,8 @@ import { demoCommand } from './demo.ts';
 import { benchCommand } from './bench.ts';
 import { conformanceCommand } from './conformance.ts';
 import { specCommand } from './spec.ts';
+import { pvmmuCommand } from './pvmmu.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand, benchCommand, conformanceCommand, specCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, benchCommand, conformanceCommand, specCommand, pvmmuCommand];
