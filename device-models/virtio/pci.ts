@@ -145,6 +145,9 @@ export class VirtioPciDevice {
     this.active = (this.modern ?? this.legacyCore)!;
     this.modern?.attach(new CoreSignals(this, this.modern));
     this.legacyCore?.attach(new CoreSignals(this, this.legacyCore));
+    // Both cores bound the model to themselves; the model's own configuration changes belong to
+    // whichever interface the driver is using.
+    model.bind?.({ configChanged: () => this.active.configChanged() });
     this.numQueues = model.numQueues;
     const mult = opts.notifyOffMultiplier ?? 4;
     if (mult !== 0 && (!isPow2(mult) || mult < 2)) throw new UsageError('pci.notify_mult', 'notify_off_multiplier must be 0 or an even power of two', { statements: ['pci.device.31'], seen: String(mult) });

@@ -271,23 +271,7 @@ export class VirtioDriverDevice {
       // the legacy PCI interface has no way to choose a size: the device's is the size
       const size = t.fixedQueueSize ? max : layout.chooseSize(max, cap);
       if (size < 1) throw new UsageError('queue.size', `no usable size for queue ${i}`, { seen: `max ${max}, cap ${cap}` });
-<<<<<<< HEAD
-      const vq = layout.create({
-        platform: this.platform,
-        index: i,
-        size,
-        features: chosen,
-        eventIdx: hasFeature(chosen, F.EVENT_IDX),
-        indirect: hasFeature(chosen, F.INDIRECT_DESC),
-        indirectThreshold: opts.indirectThreshold,
-        legacyAlign: t.legacy ? t.legacyAlign : undefined,
-        notify: (data?: number) => t.notify(i, data),
-      });
-      this.queues.set(i, vq);
-      t.setupQueue(i, vq.addresses);
-=======
       this.createQueue(i, size);
->>>>>>> main
     }
     for (const v of t.vectors) this.unregister.push(this.dispatcher.register(v, (vec) => this.onInterrupt(vec)));
     status |= Status.DRIVER_OK;
@@ -316,7 +300,7 @@ export class VirtioDriverDevice {
       indirect: hasFeature(this.features, F.INDIRECT_DESC),
       indirectThreshold: this.indirectThreshold,
       legacyAlign: t.legacy ? t.legacyAlign : undefined,
-      notify: () => t.notify(i),
+      notify: (data?: number) => t.notify(i, data),
     });
     this.queues.set(i, vq);
     t.setupQueue(i, vq.addresses);
