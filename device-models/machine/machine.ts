@@ -62,7 +62,8 @@ export class Machine {
   private readonly mmioDevices: PlatformDevice[] = [];
   private pciInfo: PciInfo | undefined;
   private cpuServices: CpuServices | undefined;
-  private readonly exitsTakeTime: boolean;
+  /** Whether each exit advances virtual time by its modelled cost (MachineOptions.exitsTakeTime). */
+  readonly exitsTakeTime: boolean;
 
   constructor(opts: MachineOptions = {}) {
     this.mem = new GuestMemory(opts.ram ?? DEFAULT_RAM);
