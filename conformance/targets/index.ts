@@ -1,0 +1,2 @@
+/** Every conformance target pvkit knows. Add yours here (e.g. ./qemu.ts). */
+import './sim.ts';
