@@ -14,8 +14,9 @@ import type { GuestPlatform } from './platform.ts';
 import type { Virtqueue } from './virtqueue.ts';
 import type { InterruptCause, QueueAddresses, VirtioTransport } from '../transport/transport.ts';
 import { SplitVirtqueue } from './split.ts';
+import { PackedVirtqueue } from './packed.ts';
 import { DeviceMisbehaviourError, DeviceNeedsResetError, NegotiationError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { F, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
+import { F, Packed, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
 
 // ------------------------------------------------------------------ virtqueue layouts
 
@@ -29,7 +30,8 @@ export interface VirtqueueArgs {
   readonly indirect: boolean;
   readonly indirectThreshold?: number;
   readonly legacyAlign?: number;
-  readonly notify: () => void;
+  /** Send an available-buffer notification; `data` is the 32-bit NOTIFICATION_DATA value when negotiated. */
+  readonly notify: (data?: number) => void;
 }
 
 export type QueueWithAddresses = Virtqueue<unknown> & { readonly addresses: QueueAddresses };
@@ -54,7 +56,27 @@ const splitVq: VirtqueueLayout = {
   },
 };
 
-const vqLayouts = new Map<'split' | 'packed', VirtqueueLayout>([['split', splitVq]]);
+const packedVq: VirtqueueLayout = {
+  name: 'packed',
+  chooseSize(max: number, cap: number): number {
+    // packed rings take any size (packed-ring.tex "Structure Size and Alignment")
+    return Math.max(0, Math.min(max, cap, Packed.MAX_SIZE));
+  },
+  create(a: VirtqueueArgs): QueueWithAddresses {
+    return new PackedVirtqueue(a.platform.mem, a.platform.dma, a.index, a.size, (_i, data) => a.notify(data), {
+      indirect: a.indirect,
+      eventIdx: a.eventIdx,
+      inOrder: hasFeature(a.features, F.IN_ORDER),
+      notificationData: hasFeature(a.features, F.NOTIFICATION_DATA),
+      indirectThreshold: a.indirectThreshold,
+    });
+  },
+};
+
+const vqLayouts = new Map<'split' | 'packed', VirtqueueLayout>([
+  ['split', splitVq],
+  ['packed', packedVq],
+]);
 
 /** Install a driver-side ring layout (drivers/core/packed.ts registers 'packed'). */
 export function registerVirtqueueLayout(layout: VirtqueueLayout): void {
@@ -255,7 +277,7 @@ export class VirtioDriverDevice {
         indirect: hasFeature(chosen, F.INDIRECT_DESC),
         indirectThreshold: opts.indirectThreshold,
         legacyAlign: t.legacy ? t.legacyAlign : undefined,
-        notify: () => t.notify(i),
+        notify: (data?: number) => t.notify(i, data),
       });
       this.queues.set(i, vq);
       t.setupQueue(i, vq.addresses);
