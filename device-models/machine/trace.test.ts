@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine } from './machine.ts';
-import { MachineTracer, type TraceEvent } from './trace.ts';
+import { MachineTracer, TraceSession, type TraceEvent } from './trace.ts';
 import { validateTrace } from '../../tools/trace-format.ts';
 
 /** A tiny device: a write to its doorbell schedules device work that raises its line after 2 us. */
@@ -86,5 +86,30 @@ describe('MachineTracer', () => {
     t2.detach();
     m.platform.mmioWrite(base + 8, 4, 0);
     expect(t2.count).toBe(0);
+  });
+
+  it('a TraceSession puts every machine built while it is open in a process of its own', () => {
+    let label = 'check A';
+    const s = new TraceSession(() => label);
+    const a = doorbellMachine();
+    a.m.platform.mmioWrite(a.base, 4, 0);
+    a.m.platform.irq.wait(1e6);
+    label = 'check B';
+    const b = doorbellMachine();
+    b.m.platform.mmioWrite(b.base, 4, 1);
+    b.m.platform.irq.wait(1e6);
+    const path = join(mkdtempSync(join(tmpdir(), 'pvkit-trace-')), 's.json');
+    s.finish(path);
+    doorbellMachine().m.platform.mmioWrite(0xfeb00000, 4, 0); // after finish: not traced
+    const parsed = JSON.parse(readFileSync(path, 'utf8'));
+    expect(validateTrace(parsed)).toEqual([]);
+    const ev = parsed.traceEvents as TraceEvent[];
+    const procs = ev.filter((e) => e.ph === 'M' && e.name === 'process_name').map((e) => [e.pid, e.args!.name]);
+    expect(procs).toEqual([
+      [1, 'check A'],
+      [2, 'check B'],
+    ]);
+    expect(ev.filter((e) => e.cat === 'device').map((e) => `${e.pid}:${e.ph}`)).toEqual(['1:B', '1:E', '2:B', '2:E']);
+    expect(ev.filter((e) => e.cat === 'exit' && e.pid === 2).map((e) => e.name)).toEqual(['EPT_MISCONFIG', 'HLT']);
   });
 });

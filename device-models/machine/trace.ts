@@ -12,7 +12,7 @@
  * counted, so a long run cannot exhaust memory.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import type { Machine } from './machine.ts';
+import { Machine } from './machine.ts';
 import type { BusAccess } from './bus.ts';
 import type { ExitInfo, VCpu } from './vcpu.ts';
 import type { ScheduledEvent } from './scheduler.ts';
@@ -50,21 +50,23 @@ export interface TracerOptions {
   processName?: string;
 }
 
-const PID = 1;
 const exitCode: Record<string, number> = ExitReason;
 
 /** Record events in time order per track (B/E especially): toJSON sorts stably by time. */
 export class Tracer {
   private readonly events: TraceEvent[] = [];
-  private readonly tids = new Map<string, number>();
+  /** Track ids per process: `${pid}/${name}` -> tid. */
+  private readonly tids = new Map<string, { pid: number; tid: number; name: string }>();
+  private readonly processes = new Map<number, string>();
   private readonly maxEvents: number;
   /** Events not recorded because maxEvents was reached. */
   dropped = 0;
-  readonly processName: string;
+  /** Process (pid) events go to when none is given; one process per traced machine. */
+  pid = 1;
 
   constructor(opts: { maxEvents?: number; processName?: string } = {}) {
     this.maxEvents = opts.maxEvents ?? 1_000_000;
-    this.processName = opts.processName ?? 'pvkit machine';
+    this.processes.set(1, opts.processName ?? 'pvkit machine');
   }
 
   /** Number of events recorded (metadata excluded). */
@@ -72,14 +74,26 @@ export class Tracer {
     return this.events.length;
   }
 
-  /** The thread id of a named track, created (with its metadata) on first use. */
-  track(name: string): number {
-    let t = this.tids.get(name);
+  renameProcess(pid: number, name: string): void {
+    this.processes.set(pid, name);
+  }
+
+  /** A new process (a further machine) in the same trace; returns its pid. */
+  addProcess(name: string): number {
+    const pid = this.processes.size + 1;
+    this.processes.set(pid, name);
+    return pid;
+  }
+
+  /** The thread id of a named track of process `pid`, created on first use. */
+  track(name: string, pid = this.pid): number {
+    const key = `${pid}/${name}`;
+    let t = this.tids.get(key);
     if (t === undefined) {
-      t = this.tids.size + 1;
-      this.tids.set(name, t);
+      t = { pid, tid: this.tids.size + 1, name };
+      this.tids.set(key, t);
     }
-    return t;
+    return t.tid;
   }
 
   /** Open B slices per track, so that truncation never leaves a slice without its end. */
@@ -97,40 +111,44 @@ export class Tracer {
   }
 
   /** A slice with a known duration (ns), starting at `startNs`. */
-  complete(track: string, name: string, startNs: number, durNs: number, args?: Record<string, unknown>, cat = 'pvkit'): void {
-    this.push({ name, cat, ph: 'X', ts: startNs / 1000, dur: Math.max(0, durNs) / 1000, pid: PID, tid: this.track(track), ...(args ? { args } : {}) });
+  complete(track: string, name: string, startNs: number, durNs: number, args?: Record<string, unknown>, cat = 'pvkit', pid = this.pid): void {
+    this.push({ name, cat, ph: 'X', ts: startNs / 1000, dur: Math.max(0, durNs) / 1000, pid, tid: this.track(track, pid), ...(args ? { args } : {}) });
   }
 
-  begin(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit'): void {
-    this.push({ name, cat, ph: 'B', ts: atNs / 1000, pid: PID, tid: this.track(track), ...(args ? { args } : {}) });
+  begin(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit', pid = this.pid): void {
+    this.push({ name, cat, ph: 'B', ts: atNs / 1000, pid, tid: this.track(track, pid), ...(args ? { args } : {}) });
   }
 
-  end(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit'): void {
-    this.push({ name, cat, ph: 'E', ts: atNs / 1000, pid: PID, tid: this.track(track), ...(args ? { args } : {}) });
+  end(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit', pid = this.pid): void {
+    this.push({ name, cat, ph: 'E', ts: atNs / 1000, pid, tid: this.track(track, pid), ...(args ? { args } : {}) });
   }
 
-  instant(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit'): void {
-    this.push({ name, cat, ph: 'i', s: 't', ts: atNs / 1000, pid: PID, tid: this.track(track), ...(args ? { args } : {}) });
+  instant(track: string, name: string, atNs: number, args?: Record<string, unknown>, cat = 'pvkit', pid = this.pid): void {
+    this.push({ name, cat, ph: 'i', s: 't', ts: atNs / 1000, pid, tid: this.track(track, pid), ...(args ? { args } : {}) });
   }
 
   /** A counter track (e.g. buffers in flight); values must be numbers. */
-  counter(name: string, atNs: number, values: Record<string, number>): void {
-    this.push({ name, cat: 'pvkit', ph: 'C', ts: atNs / 1000, pid: PID, tid: 0, args: values });
+  counter(name: string, atNs: number, values: Record<string, number>, pid = this.pid): void {
+    this.push({ name, cat: 'pvkit', ph: 'C', ts: atNs / 1000, pid, tid: 0, args: values });
   }
 
   /** The trace as a JSON-ready object: metadata (process and track names) first, then events in time order. */
   toJSON(): TraceFile {
-    const meta: TraceEvent[] = [{ name: 'process_name', ph: 'M', ts: 0, pid: PID, tid: 0, args: { name: this.processName } }];
-    for (const [name, tid] of this.tids) {
-      meta.push({ name: 'thread_name', ph: 'M', ts: 0, pid: PID, tid, args: { name } });
-      meta.push({ name: 'thread_sort_index', ph: 'M', ts: 0, pid: PID, tid, args: { sort_index: tid } });
+    const meta: TraceEvent[] = [];
+    for (const [pid, name] of this.processes) {
+      meta.push({ name: 'process_name', ph: 'M', ts: 0, pid, tid: 0, args: { name } });
+      meta.push({ name: 'process_sort_index', ph: 'M', ts: 0, pid, tid: 0, args: { sort_index: pid } });
+    }
+    for (const { pid, tid, name } of this.tids.values()) {
+      meta.push({ name: 'thread_name', ph: 'M', ts: 0, pid, tid, args: { name } });
+      meta.push({ name: 'thread_sort_index', ph: 'M', ts: 0, pid, tid, args: { sort_index: tid } });
     }
     // A stable sort on ts keeps B before E at equal times (they were pushed in that order).
     const sorted = this.events.slice().sort((a, b) => a.ts - b.ts);
     return {
       traceEvents: [...meta, ...sorted],
       displayTimeUnit: 'ns',
-      otherData: { clock: 'virtual (simulated machine)', dropped: this.dropped },
+      otherData: { clock: 'virtual time of the simulated machine(s), ns / 1000', dropped: this.dropped },
     };
   }
 
@@ -174,14 +192,35 @@ export class MachineTracer extends Tracer {
     super(opts);
   }
 
+  /** A tracer of its own for one machine. */
   static attach(machine: Machine, opts: TracerOptions = {}): MachineTracer {
     const t = new MachineTracer(machine, opts);
-    const m = machine;
+    t.removers.push(observe(t, machine, t.pid, opts, () => t.active));
+    return t;
+  }
+
+  /** Stop recording. */
+  detach(): void {
+    this.active = false;
+    for (const r of this.removers) r();
+    this.removers.length = 0;
+  }
+}
+
+/**
+ * Feed `t` from a machine's observation points, as process `pid`. Returns a function that stops
+ * recording (listeners without a remover stay registered but inert).
+ */
+export function observe(t: Tracer, m: Machine, pid: number, opts: TracerOptions = {}, enabled: () => boolean = () => true): () => void {
+  let on = true;
+  const live = () => on && enabled();
+  const removers: (() => void)[] = [];
+  {
     const trackOf = opts.trackOf ?? defaultTrackOf;
     const vcpuTrack = (v: VCpu): string => `vCPU ${v.id}`;
-    t.track(vcpuTrack(m.vcpu));
+    t.track(vcpuTrack(m.vcpu), pid);
     m.vcpu.addExitListener((v: VCpu, e: ExitInfo) => {
-      if (!t.active) return;
+      if (!live()) return;
       const cycles = m.profile.constants[`exit.${e.reason}`]?.cycles ?? 0;
       const durNs = m.cyclesToNs(cycles);
       // The machine's own listener (registered first) has already advanced time by the cost.
@@ -189,36 +228,64 @@ export class MachineTracer extends Tracer {
       const args: Record<string, unknown> = { exit_reason: exitCode[e.reason], cycles, profile: m.profile.name };
       if (e.qualification !== undefined) args.qualification = '0x' + e.qualification.toString(16);
       if (e.detail !== undefined) args.detail = e.detail;
-      t.complete(vcpuTrack(v), e.reason, start, durNs, args, 'exit');
+      t.complete(vcpuTrack(v), e.reason, start, durNs, args, 'exit', pid);
     });
     if (opts.bus ?? true) {
-      t.removers.push(
+      removers.push(
         m.bus.addListener((a: BusAccess) => {
-          if (!t.active) return;
+          if (!live()) return;
           const where = a.window ? `${a.window}+0x${a.offset.toString(16)}` : `0x${a.addr.toString(16)}`;
-          t.instant(vcpuTrack(m.vcpu), `${a.space} ${a.kind} ${where}`, m.scheduler.now, { size: a.size, value: '0x' + (a.value >>> 0).toString(16) }, 'bus');
+          t.instant(vcpuTrack(m.vcpu), `${a.space} ${a.kind} ${where}`, m.scheduler.now, { size: a.size, value: '0x' + (a.value >>> 0).toString(16) }, 'bus', pid);
         }),
       );
     }
     m.irq.addListener((vector: number, source: string) => {
-      if (!t.active) return;
-      t.instant('interrupts', `irq 0x${vector.toString(16)} (${source})`, m.scheduler.now, { vector, source }, 'irq');
+      if (!live()) return;
+      t.instant('interrupts', `irq 0x${vector.toString(16)} (${source})`, m.scheduler.now, { vector, source }, 'irq', pid);
     });
-    t.removers.push(
+    removers.push(
       m.scheduler.addListener((phase: 'start' | 'end', ev: ScheduledEvent, now: number) => {
-        if (!t.active) return;
+        if (!live()) return;
         const track = trackOf(ev.label);
-        if (phase === 'start') t.begin(track, ev.label, now, { due_ns: ev.due, seq: ev.seq }, 'device');
-        else t.end(track, ev.label, now, undefined, 'device');
+        if (phase === 'start') t.begin(track, ev.label, now, { due_ns: ev.due, seq: ev.seq }, 'device', pid);
+        else t.end(track, ev.label, now, undefined, 'device', pid);
       }),
     );
-    return t;
+  }
+  return () => {
+    on = false;
+    for (const r of removers) r();
+  };
+}
+
+/**
+ * One trace file for a whole command: every Machine constructed while the session is open
+ * becomes a process of its own (named by `label()` at that moment, e.g. the check being run),
+ * with its own virtual clock starting at 0. What `--trace FILE` uses.
+ */
+export class TraceSession {
+  readonly tracer: Tracer;
+  private readonly stopCreate: () => void;
+  private readonly stops: (() => void)[] = [];
+  private machines = 0;
+
+  constructor(private readonly label: () => string = () => 'machine', opts: TracerOptions = {}) {
+    this.tracer = new Tracer({ maxEvents: opts.maxEvents, processName: 'pvkit' });
+    this.stopCreate = Machine.addCreateListener((m) => this.add(m, this.label(), opts));
   }
 
-  /** Stop recording (listeners without a remover stay registered but inert). */
-  detach(): void {
-    this.active = false;
-    for (const r of this.removers) r();
-    this.removers.length = 0;
+  /** Trace a machine that already exists (the REPL's). */
+  add(m: Machine, name: string, opts: TracerOptions = {}): number {
+    const pid = this.machines++ === 0 ? 1 : this.tracer.addProcess(name);
+    if (pid === 1) this.tracer.renameProcess(1, name);
+    this.stops.push(observe(this.tracer, m, pid, opts));
+    return pid;
+  }
+
+  /** Stop tracing and write the file. */
+  finish(path: string): void {
+    this.stopCreate();
+    for (const s of this.stops) s();
+    this.tracer.writeFile(path);
   }
 }
