@@ -2,7 +2,8 @@ import type { CommandModule } from 'yargs';
 import { demoCommand } from './demo.ts';
 import { conformanceCommand } from './conformance.ts';
 import { specCommand } from './spec.ts';
+import { replCommand } from './repl.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand, conformanceCommand, specCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, conformanceCommand, specCommand, replCommand];
