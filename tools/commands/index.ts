@@ -2,8 +2,9 @@ import type { CommandModule } from 'yargs';
 import { demoCommand } from './demo.ts';
 import { conformanceCommand } from './conformance.ts';
 import { specCommand } from './spec.ts';
+import { benchCommand } from './bench.ts';
 import { replCommand } from './repl.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand, conformanceCommand, specCommand, replCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, conformanceCommand, specCommand, benchCommand, replCommand];

@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { BLK_SCENARIOS, runBlkScenario } from './blk.ts';
+
+// A smoke test of the benchmark's accounting, not of its speed (speed is reported by `pvkit bench blk`).
+describe('virtio-blk benchmark', () => {
+  it('runs every scenario and reports consistent figures', () => {
+    for (const sc of BLK_SCENARIOS) {
+      const r = runBlkScenario(sc, { transport: 'mmio', ring: 'split', seconds: 0.05, warmupSeconds: 0.01, diskBytes: 4 << 20 });
+      expect(r.scenario).toBe(sc.name);
+      expect(r.requests).toBeGreaterThan(0);
+      expect(r.iops).toBeCloseTo(r.requests / r.seconds, 3);
+      expect(r.bytesPerSecond).toBeCloseTo(r.iops * sc.blockSize, 0);
+      // with event idx at depth 128: one notify, one HLT and the interrupt ack per batch of completions
+      expect(r.exitsPerRequest).toBeLessThan(0.05);
+      expect(Object.values(r.exits).reduce((a, b) => a + b, 0) / r.requests).toBeCloseTo(r.exitsPerRequest, 9);
+    }
+  });
+
+  it('without event idx, takes more exits per request at the same depth', () => {
+    const sc = BLK_SCENARIOS[0]!;
+    const r = runBlkScenario(sc, { transport: 'mmio', ring: 'split', seconds: 0.05, warmupSeconds: 0.01, diskBytes: 4 << 20, eventIdx: false, depth: 8 });
+    expect(r.depth).toBe(8);
+    expect(r.exitsPerRequest).toBeGreaterThan(0.05);
+  });
+});
