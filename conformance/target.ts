@@ -16,6 +16,8 @@ export interface DeviceOptions {
   readonly queueMaxSize?: number;
   /** Restrict the features the device offers to these (where the target lets us choose). */
   readonly offerMask?: bigint;
+  /** Core feature bits to offer in addition to the defaults (e.g. RING_RESET), where the target lets us choose. */
+  readonly extraFeatures?: bigint;
   /** Device-kind specific knobs (e.g. blk: capacitySectors, readOnly). */
   readonly params?: Readonly<Record<string, unknown>>;
 }
@@ -37,7 +39,11 @@ export interface Target {
   readonly name: string;
   readonly description: string;
   readonly devices: readonly string[];
+  /** Devices a run covers when --device is not given (default: all of `devices`). */
+  readonly defaultDevices?: readonly string[];
   readonly transports: readonly TransportName[];
+  /** Transports a run covers when --transport is not given (default: all of `transports`). */
+  readonly defaultTransports?: readonly TransportName[];
   readonly rings: readonly RingLayout[];
   /** Expected failures of this target: check id -> the recorded reason. */
   readonly xfail: Readonly<Record<string, string>>;

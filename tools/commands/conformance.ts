@@ -64,9 +64,9 @@ function parseReporters(s: string): ReporterName[] {
 export function buildRunConfig(a: Omit<ConformanceArgs, 'reporter' | 'out' | 'verbose' | 'list'>): RunConfig {
   const target = getTarget(a.target);
   if (!target) usage(`unknown target ${JSON.stringify(a.target)} (known: ${targetNames().join(', ')})`);
-  const devices = list(a.device) ?? [...target.devices];
+  const devices = list(a.device) ?? [...(target.defaultDevices ?? target.devices)];
   for (const d of devices) if (!target.devices.includes(d)) usage(`target ${target.name} has no device ${JSON.stringify(d)} (it has: ${target.devices.join(', ') || 'none'})`);
-  const transports = (list(a.transport) ?? [...target.transports]) as TransportName[];
+  const transports = (list(a.transport) ?? [...(target.defaultTransports ?? target.transports)]) as TransportName[];
   for (const t of transports) {
     if (!(TRANSPORTS as readonly string[]).includes(t)) usage(`unknown transport ${JSON.stringify(t)} (choose from ${TRANSPORTS.join(', ')})`);
     if (!target.transports.includes(t)) usage(`target ${target.name} does not provide transport ${t} (it provides: ${target.transports.join(', ')})`);
