@@ -52,7 +52,7 @@ const splitVq: VirtqueueLayout = {
     return n >= 1 ? p : 0;
   },
   create(a: VirtqueueArgs): QueueWithAddresses {
-    return new SplitVirtqueue(a.platform.mem, a.platform.dma, { index: a.index, size: a.size, eventIdx: a.eventIdx, indirect: a.indirect, indirectThreshold: a.indirectThreshold, legacyAlign: a.legacyAlign, notify: a.notify });
+    return new SplitVirtqueue(a.platform.mem, a.platform.dma, { index: a.index, size: a.size, eventIdx: a.eventIdx, indirect: a.indirect, indirectThreshold: a.indirectThreshold, legacyAlign: a.legacyAlign, notify: a.notify, inOrder: hasFeature(a.features, F.IN_ORDER), notificationData: hasFeature(a.features, F.NOTIFICATION_DATA) });
   },
 };
 
