@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
 import { BLK_RINGS, BLK_TRANSPORTS, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
+import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
 
 /** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
 function usage(msg: string): UsageError {
@@ -18,6 +19,7 @@ interface BenchArgs {
   scenario?: string;
   'event-idx': boolean;
   indirect: boolean;
+  trace?: string;
 }
 
 function fmt(n: number, digits = 0): string {
@@ -48,7 +50,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('ring', { type: 'string', default: 'split', describe: `ring layout: ${BLK_RINGS.join(', ')}` })
       .option('scenario', { type: 'string', describe: `run one scenario: ${BLK_SCENARIOS.map((s) => s.name).join(', ')}` })
       .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
-      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
+      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' })
+      .option('trace', { ...TRACE_OPTION, describe: `${TRACE_OPTION.describe}; the first 200,000 events, and figures measured while tracing are slower` }) as never,
   handler: (args) => {
     if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk)`);
     if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
@@ -57,7 +60,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (!(BLK_RINGS as readonly string[]).includes(args.ring)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')}`);
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
     if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
     for (const sc of scenarios) {
+      trace?.label(`bench ${sc.name}`);
       const r = runBlkScenario(sc, {
         transport: args.transport as BlkTransportKind,
         ring: args.ring as BlkRingKind,
@@ -69,5 +74,6 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       if (args.json) console.log(JSON.stringify(r));
       else printText(r);
     }
+    if (trace) console.error(trace.finish());
   },
 };
