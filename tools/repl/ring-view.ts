@@ -352,6 +352,22 @@ export class RingWatcher {
     }
   }
 
+  /**
+   * Split rings: the descriptors of `n` buffers the driver has added but not yet published. Their
+   * ring entries sit just past avail.idx (the driver writes entries first and the index last).
+   */
+  unpublished(n: number): number[] {
+    if (this.layout !== 'split' || n <= 0) return [];
+    const size = this.state.length;
+    const idx = this.mem.read16(this.q.driver + 2);
+    const out: number[] = [];
+    for (let k = 0; k < Math.min(n, size); k++) {
+      const head = this.mem.read16(this.q.driver + 4 + 2 * ((idx + k) % size));
+      if (head < size) out.push(...this.walkSplit(head));
+    }
+    return out;
+  }
+
   counts(): Record<DescState, number> {
     const c = { free: 0, 'in-flight': 0, used: 0 };
     for (const s of this.state) c[s]++;
@@ -387,6 +403,8 @@ export interface RenderOptions {
   all?: boolean;
   /** Queue label for the title line. */
   title?: string;
+  /** Descriptors added by the driver but not yet published (shown as 'added'). */
+  added?: readonly number[];
 }
 
 function pad(s: string | number, w: number): string {
@@ -397,19 +415,20 @@ function pad(s: string | number, w: number): string {
 export function renderSplit(s: SplitSnapshot, w?: RingWatcher, opts: RenderOptions = {}): string {
   const out: string[] = [];
   const c = w?.counts();
-  out.push(`${opts.title ?? 'virtqueue'} (split, size ${s.size})` + (c ? `: ${c.free} free, ${c['in-flight']} in flight, ${c.used} used` : ''));
+  const added = new Set(opts.added ?? []);
+  out.push(`${opts.title ?? 'virtqueue'} (split, size ${s.size})` + (c ? `: ${c.free - added.size} free, ${added.size ? `${added.size} added (not published), ` : ''}${c['in-flight']} in flight, ${c.used} used` : ''));
   out.push('  descriptor table:');
   out.push('    ' + pad('#', 6) + pad('state', 11) + pad('addr', 14) + pad('len', 8) + pad('flags', 18) + 'next');
   let hidden = 0;
   for (const d of s.desc) {
-    const st = w?.state[d.i] ?? '?';
+    const st = added.has(d.i) ? 'added' : (w?.state[d.i] ?? '?');
     if (!opts.all && ((st === 'free' && w) || (!w && d.flags === 0 && d.addr === 0))) {
       hidden++;
       continue;
     }
     out.push('    ' + pad(d.i, 6) + pad(st, 11) + pad(hex(d.addr), 14) + pad(d.len, 8) + pad(splitFlags(d.flags), 18) + (d.flags & Split.DESC_F_NEXT ? String(d.next) : '-'));
   }
-  if (hidden) out.push(`    (${hidden} free descriptor${hidden === 1 ? '' : 's'} not shown; ring({all:true}) shows them)`);
+  if (hidden) out.push(`    (${hidden} free descriptor${hidden === 1 ? '' : 's'} not shown; ring(q, {all:true}) shows them)`);
   const a = s.avail;
   const recentAvail: string[] = [];
   for (let k = Math.max(0, Math.min(8, a.idx)); k > 0; k--) {
@@ -448,7 +467,7 @@ export function renderPacked(s: PackedSnapshot, w?: RingWatcher, opts: RenderOpt
     }
     out.push('    ' + pad(d.i, 6) + pad(st, 11) + pad(hex(d.addr), 14) + pad(d.len, 8) + pad(d.id, 6) + packedFlags(d.flags));
   }
-  if (hidden) out.push(`    (${hidden} free slot${hidden === 1 ? '' : 's'} not shown; ring({all:true}) shows them)`);
+  if (hidden) out.push(`    (${hidden} free slot${hidden === 1 ? '' : 's'} not shown; ring(q, {all:true}) shows them)`);
   const ev = (e: EventSuppression) => (e.flags === 0 ? 'ENABLE' : e.flags === 1 ? 'DISABLE' : e.flags === 2 ? `DESC at slot ${e.off} wrap ${e.wrap}` : `reserved(${e.flags})`);
   out.push(`  driver event suppression (driver -> device: when to interrupt): ${ev(s.driverEvent)}`);
   out.push(`  device event suppression (device -> driver: when to notify):    ${ev(s.deviceEvent)}`);

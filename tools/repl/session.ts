@@ -478,9 +478,9 @@ export class Session {
     this.syncWatchers();
     const mem = this.machine.mem;
     const title = `queue ${index}`;
-    let text = w.layout === 'packed' ? renderPacked(readPacked(mem, q.addresses), w, { ...opts, title }) : renderSplit(readSplit(mem, q.addresses), w, { ...opts, title });
     const pending = this.unpublished.get(index) ?? 0;
-    if (pending && w.layout === 'split') text += `\n  + ${pending} buffer(s) added by the driver but not published yet (descriptors and ring entry written, avail idx not moved): kick()`;
+    let text = w.layout === 'packed' ? renderPacked(readPacked(mem, q.addresses), w, { ...opts, title }) : renderSplit(readSplit(mem, q.addresses), w, { ...opts, title, added: w.unpublished(pending) });
+    if (pending && w.layout === 'split') text += `\n  ${pending} buffer(s) added but not published: descriptors and ring entry written, avail idx not moved yet; kick() publishes`;
     return new View(text, { counts: w.counts(), buffers: [...w.buffers.values()] });
   }
 
@@ -541,8 +541,30 @@ export class Session {
   /** Publish what was added and notify the device if it wants a notification. */
   kick(queue = 0): View {
     const q = this.vq(queue);
+    const pending = this.unpublished.get(queue) ?? 0;
     this.unpublished.set(queue, 0);
-    return this.report(`kick queue ${queue}`, () => (q.kick() ? '  notified the device' : '  nothing to publish, or the device suppressed the notification'));
+    return this.report(`kick queue ${queue}`, () => {
+      const notified = q.kick();
+      const lines = [pending ? `  published ${pending} buffer(s)` : '  nothing new to publish'];
+      lines.push(notified ? '  notified the device (QueueNotify)' : `  no notification: ${this.whySuppressed(queue)}`);
+      return lines.join('\n');
+    });
+  }
+
+  /** Why the last kick did not notify, from what the device wrote in shared memory. */
+  private whySuppressed(queue: number): string {
+    const q = this.vq(queue);
+    const mem = this.machine.mem;
+    const a = q.addresses;
+    if (q.layout === 'packed') {
+      const flags = mem.read16(a.device + 2) & 3;
+      return flags === 1 ? 'the device event suppression says DISABLE' : flags === 2 ? 'the device event suppression names a later descriptor (event idx)' : 'nothing was published';
+    }
+    if (hasFeature(this.chosen, F.EVENT_IDX)) {
+      const ev = mem.read16(a.device + 4 + 8 * q.size);
+      return `avail_event is ${ev} and no new entry went in at that index, so the driver does not notify (split.driver.24, split.driver.25): the device has not caught up with what it was already told about and will find these buffers when it runs`;
+    }
+    return 'the used ring flags say NO_NOTIFY (split.driver.21)';
   }
 
   /** Run exactly one scheduler event (the device's next piece of work): Scheduler.runNext, as device time. */
