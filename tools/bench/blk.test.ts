@@ -16,10 +16,13 @@ describe('virtio-blk benchmark', () => {
     }
   });
 
-  it('without event idx, takes more exits per request at the same depth', () => {
+  it('pays four exits per batch (notify, HLT, InterruptStatus read and ack), so exits per request fall with depth', () => {
     const sc = BLK_SCENARIOS[0]!;
-    const r = runBlkScenario(sc, { transport: 'mmio', ring: 'split', seconds: 0.05, warmupSeconds: 0.01, diskBytes: 4 << 20, eventIdx: false, depth: 8 });
-    expect(r.depth).toBe(8);
-    expect(r.exitsPerRequest).toBeGreaterThan(0.05);
+    for (const [depth, eventIdx] of [[8, true], [8, false], [128, true]] as const) {
+      const r = runBlkScenario(sc, { transport: 'mmio', ring: 'split', seconds: 0.05, warmupSeconds: 0.01, diskBytes: 4 << 20, eventIdx, depth });
+      expect(r.depth).toBe(depth);
+      expect(r.exitsPerRequest).toBeCloseTo(4 / depth, 3);
+      expect(r.exits.HLT! / r.requests).toBeCloseTo(1 / depth, 3);
+    }
   });
 });

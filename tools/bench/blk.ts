@@ -52,6 +52,9 @@ export interface BlkBenchResult {
   readonly iops: number;
   readonly bytesPerSecond: number;
   readonly exitsPerRequest: number;
+  /** CPU time the process used while measuring (on a shared machine, IOPS per CPU second is the steadier figure). */
+  readonly cpuSeconds: number;
+  readonly iopsPerCpuSecond: number;
   readonly exits: Record<string, number>;
   readonly interruptsPerRequest: number;
   /** Modelled guest-visible cost of the exits, per request (cost profile of the machine). */
@@ -109,7 +112,8 @@ export function runBlkScenario(sc: BlkScenario, o: BlkBenchOptions): BlkBenchRes
     const h = blk.submit(req as BlkRequest, onDone);
     bufOfSlot[h % 32768] = bi;
   };
-  const runFor = (seconds: number): { requests: number; seconds: number } => {
+  const runFor = (seconds: number): { requests: number; seconds: number; cpuSeconds: number } => {
+    const cpu0 = process.cpuUsage();
     const start = performance.now();
     const end = start + seconds * 1000;
     const d0 = done;
@@ -119,7 +123,8 @@ export function runBlkScenario(sc: BlkScenario, o: BlkBenchOptions): BlkBenchRes
       blk.waitSome();
     } while (performance.now() < end);
     blk.waitAll();
-    return { requests: done - d0, seconds: (performance.now() - start) / 1000 };
+    const cpu = process.cpuUsage(cpu0);
+    return { requests: done - d0, seconds: (performance.now() - start) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
   };
 
   runFor(o.warmupSeconds ?? Math.min(0.5, o.seconds / 4));
@@ -149,6 +154,8 @@ export function runBlkScenario(sc: BlkScenario, o: BlkBenchOptions): BlkBenchRes
     iops: r.requests / r.seconds,
     bytesPerSecond: (r.requests * bs) / r.seconds,
     exitsPerRequest: exitTotal / r.requests,
+    cpuSeconds: r.cpuSeconds,
+    iopsPerCpuSecond: r.requests / r.cpuSeconds,
     exits,
     interruptsPerRequest: (m.irq.delivered - irq0) / r.requests,
     exitCyclesPerRequest: exitCycles / r.requests,

@@ -32,7 +32,7 @@ function printText(r: BlkBenchResult): void {
     .map(([k, v]) => `${k} ${fmt(v / r.requests, 4)}`)
     .join(', ');
   console.log(
-    `${r.scenario.padEnd(14)} ${r.transport}/${r.ring} depth ${r.depth}: ${fmt(r.requests)} requests in ${fmt(r.seconds, 2)} s = ${fmt(r.iops)} IOPS, ${fmt(r.bytesPerSecond / 1e6, 1)} MB/s, ${fmt(r.exitsPerRequest, 4)} exits/request (${exits})`,
+    `${r.scenario.padEnd(14)} ${r.transport}/${r.ring} depth ${r.depth}: ${fmt(r.requests)} requests in ${fmt(r.seconds, 2)} s = ${fmt(r.iops)} IOPS, ${fmt(r.bytesPerSecond / 1e6, 1)} MB/s, ${fmt(r.exitsPerRequest, 4)} exits/request (${exits}); ${fmt(r.iopsPerCpuSecond)} IOPS per CPU second`,
   );
 }
 
