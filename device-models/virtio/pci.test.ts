@@ -10,6 +10,7 @@ import { EchoModel, ECHO_CONFIG_MAGIC, type EchoOptions } from './testing/echo.t
 import { discoverPci, type PciTransport, type PciTransportOptions } from '../../drivers/transport/pci.ts';
 import { Cfg } from '../../drivers/transport/pci-bus.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
+import { SplitVirtqueue } from '../../drivers/core/split.ts';
 import { F, Status, featureSet } from '../../spec-refs/virtio.ts';
 import { Common, PciCap, VIRTIO_MSI_NO_VECTOR } from '../../spec-refs/virtio-pci.ts';
 
@@ -240,7 +241,6 @@ describe('virtio-pci common configuration', () => {
     expect(dev.core.queueConfig(0)).toMatchObject({ ready: false, size: 64, desc: 0 }); // vq_reset.device.2
     // re-enable with a smaller size (vq_reset.device.3)
     vq.destroy();
-    const { SplitVirtqueue } = require_split();
     const nq = new SplitVirtqueue(m.platform.mem, m.platform.dma, { index: 0, size: 16, eventIdx: true, indirect: false, notify: () => t.notify(0) });
     t.setupQueue(0, nq.addresses);
     expect(dev.core.queueConfig(0)).toMatchObject({ ready: true, size: 16 });
@@ -249,11 +249,6 @@ describe('virtio-pci common configuration', () => {
     expect(dev.core.errors.filter((e) => e.fatal)).toEqual([]);
   });
 });
-
-import { SplitVirtqueue as SplitVq } from '../../drivers/core/split.ts';
-function require_split() {
-  return { SplitVirtqueue: SplitVq };
-}
 
 describe('virtio-pci MSI-X vector configuration', () => {
   it('maps, reads back, unmaps, refuses vectors outside the table, and unmaps everything on reset (pci.device.58 to pci.device.61, pci.device.63)', () => {
@@ -341,6 +336,8 @@ describe('virtio-pci transitional device', () => {
   it('legacy config space reads the same bytes whatever the access width', () => {
     const { m, t } = setup({ mode: 'transitional', driver: { legacy: true } });
     VirtioDriverDevice.init(m.platform, t, { features: BASE, queues: 2 });
+    expect(t.msixEnabled).toBe(true); // config moved to offset 24
+    expect(t.fallbacks).toBe(0);
     const w32 = t.readConfig(0, 4);
     const w16 = t.readConfig(0, 2) | (t.readConfig(2, 2) << 16);
     const w8 = [0, 1, 2, 3].reduce((a, i) => a | (t.readConfig(i, 1) << (8 * i)), 0);
