@@ -56,7 +56,9 @@ export function startRepl(opts: ReplOptions = {}): { server: REPLServer; session
   const session = new Session({ ...opts, trace: opts.trace || opts.traceFile !== undefined });
   const output = opts.output ?? process.stdout;
   output.write(
-    `pvkit repl: virtio-${session.device} over ${session.transportKind}, ${session.ringKind} ring, queue size up to ${session.queueSize}, monitor attached.\n` +
+    `pvkit repl: virtio-${session.device} over ${session.transportKind}, ${session.ringKind} ring, queue size up to ${session.queueSize}, monitor attached` +
+      (session.transportKind.startsWith('pci') ? ' (it judges virtio-mmio devices; over virtio-pci the device model\'s own checks report what you break)' : '') +
+      '.\n' +
       `Type .help for the helpers; start with step().\n`,
   );
   const server = repl.start({

@@ -52,6 +52,20 @@ describe('REPL session', () => {
     expect(s.monitor.violations).toEqual([]);
   });
 
+  it.each(['pci', 'pci-transitional', 'pci-transitional-modern'] as const)('runs over virtio-pci (%s): enumeration, MSI-X or INTx, the ring fills and drains', (transport) => {
+    const s = new Session({ transport });
+    const text = s.init().text;
+    expect(text).toMatch(/vendor 0x1af4, device 0x10(42|01)/);
+    expect(text).toMatch(/status now ACKNOWLEDGE\|DRIVER\|DRIVER_OK/);
+    s.read(0);
+    s.write(1, 'over pci');
+    expect(s.ring().text).toContain('6 in flight');
+    s.run();
+    expect(s.collect().text).toMatch(/#2 write sector 1: status OK/);
+    expect(s.ring().text).toMatch(/: (10|250) free, 0 in flight, 0 used|16 free, 0 in flight, 0 used|256 free, 0 in flight, 0 used/);
+    expect(s.core.errors).toEqual([]);
+  });
+
   it.each([
     ['skip-features-ok', ['status_init.driver.6'], true],
     ['bad-descriptor', ['split.driver.2'], true],
@@ -111,7 +125,7 @@ describe('REPL session', () => {
 
   it.each([
     [{ device: 'net' as const }, /virtio-net is not on main yet/],
-    [{ transport: 'pci' as const }, /virtio-pci transport is not on main yet/],
+    [{ transport: 'usb' as never }, /unknown transport usb/],
     [{ transport: 'mmio-legacy' as const, ring: 'packed' as const }, /legacy interface has no packed ring/],
   ])('refuses what it cannot do yet: %o', (opts, msg) => {
     expect(() => new Session(opts)).toThrow(msg);

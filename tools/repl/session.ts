@@ -16,7 +16,8 @@ import type { ExitInfo, VCpu } from '../../device-models/machine/vcpu.ts';
 import type { BusAccess } from '../../device-models/machine/bus.ts';
 import type { ScheduledEvent } from '../../device-models/machine/scheduler.ts';
 import { TraceSession } from '../../device-models/machine/trace.ts';
-import { simBlk, type SimBlk } from '../../device-models/blk/harness.ts';
+import { BLK_TRANSPORTS, isLegacyTransport, simBlk, type BlkTransportKind, type SimBlk } from '../../device-models/blk/harness.ts';
+import { PciTransport, identifyVirtioPci } from '../../drivers/transport/pci.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { BlkReqHeader } from '../../device-models/blk/config.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
@@ -46,11 +47,12 @@ export class View<T = unknown> {
 }
 
 export type DeviceKind = 'blk' | 'net';
-export type TransportKind = 'mmio' | 'mmio-legacy' | 'pci';
+export type TransportKind = BlkTransportKind;
 export type RingKind = 'split' | 'packed';
 
 export const DEVICES: readonly DeviceKind[] = ['blk', 'net'];
-export const TRANSPORTS: readonly TransportKind[] = ['mmio', 'mmio-legacy', 'pci'];
+/** mmio, mmio-legacy, pci (modern), pci-transitional (its legacy interface), pci-transitional-modern. */
+export const TRANSPORTS: readonly TransportKind[] = BLK_TRANSPORTS;
 export const RINGS: readonly RingKind[] = ['split', 'packed'];
 
 export interface SessionOptions {
@@ -153,10 +155,10 @@ export class Session {
     if (this.device === 'net') {
       throw new UsageError('usage.repl.device', 'virtio-net is not on main yet: the REPL offers --device blk for now', { expected: 'blk', seen: 'net' });
     }
-    if (this.transportKind === 'pci') {
-      throw new UsageError('usage.repl.transport', 'the virtio-pci transport is not on main yet: use --transport mmio or mmio-legacy', { expected: 'mmio | mmio-legacy', seen: 'pci' });
+    if (!(BLK_TRANSPORTS as readonly string[]).includes(this.transportKind)) {
+      throw new UsageError('usage.repl.transport', `unknown transport ${this.transportKind}`, { expected: BLK_TRANSPORTS.join(' | '), seen: this.transportKind });
     }
-    if (this.ringKind === 'packed' && this.transportKind === 'mmio-legacy') {
+    if (this.ringKind === 'packed' && isLegacyTransport(this.transportKind)) {
       throw new UsageError('usage.repl.ring', 'the legacy interface has no packed ring (RING_PACKED is feature bit 34, beyond the 32 legacy bits)', { expected: 'split', seen: 'packed' });
     }
     this.sim = simBlk({
@@ -191,14 +193,14 @@ export class Session {
     this.monitor = attachMonitor(this.machine);
     // The firmware probe (simBlk's discovery) ran before the monitor was watching; identify the
     // device again in its sight, as a driver starts (mmio.driver.24, mmio.driver.25).
-    const dev = this.machine.platform.devices()[0]!;
-    for (const off of [Mmio.MAGIC_VALUE, Mmio.VERSION, Mmio.DEVICE_ID]) this.machine.platform.mmioRead(dev.base + off, 4);
+    const dev = this.machine.platform.devices()[0];
+    if (dev) for (const off of [Mmio.MAGIC_VALUE, Mmio.VERSION, Mmio.DEVICE_ID]) this.machine.platform.mmioRead(dev.base + off, 4);
     if (opts.trace) {
       this.traceSession = new TraceSession(() => 'repl');
       this.traceSession.add(this.machine, `pvkit repl (${this.device}, ${this.transportKind}, ${this.ringKind})`);
     }
     const ringBits = bit(F.EVENT_IDX) | (this.ringKind === 'packed' ? bit(F.RING_PACKED) : 0n);
-    this.wanted = ringBits | bit(F.VERSION_1) | bit(BlkF.FLUSH) | bit(BlkF.BLK_SIZE) | bit(BlkF.SEG_MAX) | bit(BlkF.SIZE_MAX);
+    this.wanted = ringBits | (this.transport.legacy ? 0n : bit(F.VERSION_1)) | bit(BlkF.FLUSH) | bit(BlkF.BLK_SIZE) | bit(BlkF.SEG_MAX) | bit(BlkF.SIZE_MAX);
     this.steps = this.initSteps();
     // Everything the machine does is logged while a helper runs.
   }
@@ -293,9 +295,19 @@ export class Session {
     const t = this.transport;
     const legacy = t.legacy;
     const p = this.machine.platform;
-    const base = this.sim.machine.platform.devices()[0]!.base;
-    const steps: InitStep[] = [
-      {
+    const base = this.sim.machine.platform.devices()[0]?.base ?? 0;
+    const identify: InitStep =
+      t instanceof PciTransport
+        ? {
+            name: 'identify the device: PCI vendor and device id (virtio-pci; found by enumerating the bus)',
+            statements: ['pci.driver.1', 'pci.driver.2', 'pci.driver.3'],
+            run: () => {
+              const i = t.info;
+              const id = identifyVirtioPci(i);
+              return `  ${i.bus}:${i.dev}.${i.fn} vendor ${hex(i.vendorId)}, device ${hex(i.deviceId)}, subsystem ${hex(i.subsystemId)}: ${id ? `${id.transitional ? 'transitional' : 'modern'} virtio device type ${id.deviceType}${id.deviceType === 2 ? ' (block)' : ''}` : 'not virtio'}; driven through its ${t.legacy ? 'legacy (I/O BAR)' : 'modern (capabilities)'} interface`;
+            },
+          }
+        : {
         name: 'identify the device: MagicValue, Version, DeviceID (virtio-mmio)',
         statements: ['mmio.driver.24', 'mmio.driver.25'],
         run: () => {
@@ -305,7 +317,9 @@ export class Session {
           const ok = magic === Mmio.MAGIC && (version === 1 || version === 2);
           return `  magic ${hex(magic)}${magic === Mmio.MAGIC ? ' ("virt")' : ' (WRONG)'}, version ${version}${version === 2 ? ' (modern)' : version === 1 ? ' (legacy)' : ' (unknown)'}, device id ${id}${id === 2 ? ' (block)' : id === 1 ? ' (network)' : ''}${ok ? '' : ': not a device to drive'}`;
         },
-      },
+      };
+    const steps: InitStep[] = [
+      identify,
       {
         name: 'reset the device (write 0 to status, wait until it reads 0)',
         statements: ['status_init.driver.6', 'status_init.driver.5', 'status_init.device.4'],
@@ -359,7 +373,7 @@ export class Session {
     steps.push(
       {
         name: 'set up queue 0: size, ring addresses, then enable it',
-        statements: ['status_init.driver.6', 'mmio.driver.14', 'split.driver.1', 'split.driver.19'],
+        statements: ['status_init.driver.6', ...(t instanceof PciTransport ? [] : ['mmio.driver.14']), this.ringKind === 'packed' ? 'packed.driver.1' : 'split.driver.1', ...(this.ringKind === 'packed' ? [] : ['split.driver.19'])],
         run: () => this.setupQueue(0),
       },
       {
@@ -384,6 +398,7 @@ export class Session {
     const indirect = hasFeature(this.chosen, F.INDIRECT_DESC);
     let size = Math.min(max, this.queueSize);
     if (!packed) while (size & (size - 1)) size &= size - 1; // split rings: a power of two
+    if (t.kind === 'pci-legacy') size = max; // legacy virtio-pci has no queue size register the driver may write
     const p = this.machine.platform;
     const vq = packed
       ? new PackedVirtqueue<Request>(p.mem, p.dma, index, size, (i, data) => t.notify(i, data), { eventIdx, indirect, indirectThreshold: Infinity })
