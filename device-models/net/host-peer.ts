@@ -13,7 +13,6 @@ import {
   buildEthernet,
   buildPing,
   ip4ToString,
-  macEquals,
   parseArp,
   parseFrame,
   parseIcmpEcho,
@@ -139,4 +138,4 @@ export class HostPeer implements NetEndpoint {
 function macEqualsIp(a: Uint8Array, b: Uint8Array): boolean {
   return a.length >= 4 && b.length >= 4 && a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3];
 }
-void macEquals;
+
