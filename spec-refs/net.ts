@@ -141,3 +141,67 @@ export const StatsCounters: Record<number, number> = {
 
 /** Ethernet header length (the "link-level header" the MTU statements add to mtu). */
 export const ETH_HLEN = 14;
+
+import { F, NetF, hasFeature } from './virtio.ts';
+
+/**
+ * Feature dependencies ("Feature bit requirements"): each feature with the groups it needs; from
+ * every group at least one feature must be present.
+ */
+export const NET_FEATURE_REQUIRES: readonly (readonly [number, readonly (readonly number[])[]])[] = [
+  [NetF.GUEST_TSO4, [[NetF.GUEST_CSUM]]],
+  [NetF.GUEST_TSO6, [[NetF.GUEST_CSUM]]],
+  [NetF.GUEST_ECN, [[NetF.GUEST_TSO4, NetF.GUEST_TSO6]]],
+  [NetF.GUEST_UFO, [[NetF.GUEST_CSUM]]],
+  [NetF.GUEST_USO4, [[NetF.GUEST_CSUM]]],
+  [NetF.GUEST_USO6, [[NetF.GUEST_CSUM]]],
+  [NetF.HOST_TSO4, [[NetF.CSUM]]],
+  [NetF.HOST_TSO6, [[NetF.CSUM]]],
+  [NetF.HOST_ECN, [[NetF.HOST_TSO4, NetF.HOST_TSO6]]],
+  [NetF.HOST_UFO, [[NetF.CSUM]]],
+  [NetF.HOST_USO, [[NetF.CSUM]]],
+  [NetF.CTRL_RX, [[NetF.CTRL_VQ]]],
+  [NetF.CTRL_VLAN, [[NetF.CTRL_VQ]]],
+  [NetF.GUEST_ANNOUNCE, [[NetF.CTRL_VQ]]],
+  [NetF.MQ, [[NetF.CTRL_VQ]]],
+  [NetF.CTRL_MAC_ADDR, [[NetF.CTRL_VQ]]],
+  [NetF.NOTF_COAL, [[NetF.CTRL_VQ]]],
+  [NetF.VQ_NOTF_COAL, [[NetF.CTRL_VQ]]],
+  [NetF.RSC_EXT, [[NetF.HOST_TSO4, NetF.HOST_TSO6]]],
+  [NetF.RSS, [[NetF.CTRL_VQ]]],
+  [NetF.HASH_TUNNEL, [[NetF.CTRL_VQ], [NetF.RSS, NetF.HASH_REPORT]]],
+];
+
+/** The first dependency `features` breaks, as text, or null. */
+export function netFeatureDependencyError(features: bigint): string | null {
+  for (const [f, groups] of NET_FEATURE_REQUIRES) {
+    if (!hasFeature(features, f)) continue;
+    for (const anyOf of groups) if (!anyOf.some((r) => hasFeature(features, r))) return `net feature bit ${f} needs one of bit(s) ${anyOf.join('/')}`;
+  }
+  return null;
+}
+
+/** Drop features whose requirements are missing, until the set is consistent. */
+export function pruneNetFeatures(features: bigint): bigint {
+  let s = features;
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const [f, groups] of NET_FEATURE_REQUIRES) {
+      if (hasFeature(s, f) && groups.some((g) => !g.some((r) => hasFeature(s, r)))) {
+        s &= ~(1n << BigInt(f));
+        changed = true;
+      }
+    }
+  }
+  return s;
+}
+
+/**
+ * Size of struct virtio_net_hdr for a negotiated feature set (net.driver.66): 20 bytes with
+ * HASH_REPORT, else 12 (VERSION_1 or MRG_RXBUF: num_buffers present), else the legacy 10.
+ */
+export function netHdrSize(features: bigint): number {
+  if (hasFeature(features, NetF.HASH_REPORT)) return NetHdr.SIZE_HASH;
+  if (hasFeature(features, F.VERSION_1) || hasFeature(features, NetF.MRG_RXBUF)) return NetHdr.SIZE_BASE;
+  return 10;
+}

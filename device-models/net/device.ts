@@ -17,6 +17,7 @@ import { gatherInto, scatter } from '../virtio/chain-io.ts';
 import type { ScheduledEvent } from '../machine/scheduler.ts';
 import { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
 import { DeviceType, F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { netFeatureDependencyError, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
 import { ETH_HLEN, HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, StatsType } from '../../spec-refs/net.ts';
 import { IpProto, isBroadcast, isMulticast, macEquals, macKey, parseFrame, verifyChecksums, type FrameInfo } from '../../drivers/net/packet.ts';
 import { completeChecksum, segment, type WireFrame } from './wire.ts';
@@ -62,42 +63,6 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
-
-/** Feature dependencies ("Feature bit requirements"): feature -> any-of alternatives, all required. */
-const REQUIRES: [number, number[][]][] = [
-  [NetF.GUEST_TSO4, [[NetF.GUEST_CSUM]]],
-  [NetF.GUEST_TSO6, [[NetF.GUEST_CSUM]]],
-  [NetF.GUEST_ECN, [[NetF.GUEST_TSO4, NetF.GUEST_TSO6]]],
-  [NetF.GUEST_UFO, [[NetF.GUEST_CSUM]]],
-  [NetF.HOST_TSO4, [[NetF.CSUM]]],
-  [NetF.HOST_TSO6, [[NetF.CSUM]]],
-  [NetF.HOST_ECN, [[NetF.HOST_TSO4, NetF.HOST_TSO6]]],
-  [NetF.HOST_UFO, [[NetF.CSUM]]],
-  [NetF.CTRL_RX, [[NetF.CTRL_VQ]]],
-  [NetF.CTRL_VLAN, [[NetF.CTRL_VQ]]],
-  [NetF.GUEST_ANNOUNCE, [[NetF.CTRL_VQ]]],
-  [NetF.MQ, [[NetF.CTRL_VQ]]],
-  [NetF.CTRL_MAC_ADDR, [[NetF.CTRL_VQ]]],
-  [NetF.NOTF_COAL, [[NetF.CTRL_VQ]]],
-  [NetF.VQ_NOTF_COAL, [[NetF.CTRL_VQ]]],
-  [NetF.RSS, [[NetF.CTRL_VQ]]],
-];
-
-/** The first feature whose requirement `features` breaks, as text, or null. */
-export function netFeatureDependencyError(features: bigint): string | null {
-  for (const [f, reqs] of REQUIRES) {
-    if (!hasFeature(features, f)) continue;
-    for (const anyOf of reqs) if (!anyOf.some((r) => hasFeature(features, r))) return `feature ${f} needs one of ${anyOf.join('/')}`;
-  }
-  return null;
-}
-
-/** Size of virtio_net_hdr for a negotiated feature set (net.driver.66 / net.driver.15 both sides). */
-export function netHdrSize(features: bigint): number {
-  if (hasFeature(features, NetF.HASH_REPORT)) return NetHdr.SIZE_HASH;
-  if (hasFeature(features, F.VERSION_1) || hasFeature(features, NetF.MRG_RXBUF)) return NetHdr.SIZE_BASE;
-  return 10; // legacy without mergeable buffers: no num_buffers
-}
 
 /** A record of a driver breaking a statement, kept for conformance checks. */
 export interface NetViolation {
@@ -227,7 +192,9 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & NET_SUPPORTED_FEATURES;
     if (this.maxPairs === 1 && opts.features === undefined) feats &= ~bit(NetF.MQ);
     if (this.mtu < 68 || this.mtu > 65535) feats &= ~bit(NetF.MTU); // net.device.2: only a valid mtu is offered
-    this.offeredFeatures = feats;
+    // features.device.1: never offer a feature without what it depends on.
+    this.offeredFeatures = pruneNetFeatures(feats);
+    feats = this.offeredFeatures;
     const ctrl = hasFeature(feats, NetF.CTRL_VQ);
     this.numQueues = 2 * this.maxPairs + (ctrl ? 1 : 0);
     // config space (net.device.1, .2, .7, .8, .10, .11)
