@@ -69,6 +69,8 @@ export interface GuestOptions {
   driver?: NetDriverOptions;
   /** Put the NIC on this machine instead of a new one. */
   machine?: Machine;
+  /** RAM of a new machine in MiB (default 32, one region at 0). */
+  ramMiB?: number;
 }
 
 export class NetTestbed {
@@ -82,7 +84,7 @@ export class NetTestbed {
 
   /** A new machine (sharing the testbed's clock) with one virtio-net NIC on the switch, driven by the reference driver. */
   addGuest(opts: GuestOptions = {}): Guest {
-    const machine = opts.machine ?? new Machine({ sharedScheduler: this.scheduler });
+    const machine = opts.machine ?? new Machine({ sharedScheduler: this.scheduler, ram: [{ base: 0, size: (opts.ramMiB ?? 32) << 20, name: 'ram' }] });
     const n = this.guests.length + 1;
     const device = new VirtioNetDevice({ name: `nic${n}`, mac: new Uint8Array([0x52, 0x54, 0x00, 0x00, 0x00, n]), ...opts.device });
     const port = plug(this.sw, device);

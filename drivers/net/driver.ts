@@ -519,13 +519,18 @@ export class VirtioNetDriver {
   private sendSoftwareGso(frame: Uint8Array, offload: TxOffload, p: number): boolean {
     const segs = softwareSegment(frame, offload.gso!.size);
     if (!segs) throw new UsageError('net.tx.gso', 'frame does not match its GSO type');
-    if (this.txq[p]!.numFree < segs.length) {
-      this.reclaimTx(p);
-      if (this.txq[p]!.numFree < segs.length) return false;
-    }
+    const q = this.txq[p]!;
+    this.reclaimTx(p);
+    if (q.numFree < Math.min(segs.length, q.size)) return false;
     for (const s of segs) {
       this.stats.txSegmentsSoftware++;
-      if (!this.post(p, s, undefined, undefined)) return false;
+      // More segments than the ring holds: wait (bounded) for completions between them.
+      while (!this.post(p, s, undefined, undefined)) {
+        this.dev.waitUntil(() => {
+          this.poll();
+          return q.numFree > 0;
+        }, 'transmit ring space');
+      }
     }
     return true;
   }
