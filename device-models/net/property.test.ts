@@ -79,8 +79,8 @@ function run(transport: string, a: Side, b: Side, frames: { flow: number; v6: bo
   const tb = new NetTestbed(seed);
   const fa = features(a);
   const fb = features(b);
-  const ga = tb.addGuest({ transport, device: { maxPairs: 2 }, driver: { features: fa, rxBufferSize: rxBufSize(a, fa), rxBuffers: a.mrg ? 256 : 24 } });
-  const gb = tb.addGuest({ transport, device: { maxPairs: 2 }, driver: { features: fb, rxBufferSize: rxBufSize(b, fb), rxBuffers: b.mrg ? 256 : 24 } });
+  const ga = tb.addGuest({ transport, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fa, rxBufferSize: rxBufSize(a, fa), rxBuffers: a.mrg ? 256 : 24 } });
+  const gb = tb.addGuest({ transport, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fb, rxBufferSize: rxBufSize(b, fb), rxBuffers: b.mrg ? 256 : 24 } });
   const got: RxFrame[] = [];
   gb.driver.onReceive((f) => got.push(f));
   const src4 = ip4FromString('10.1.0.1');
