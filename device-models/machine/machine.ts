@@ -16,6 +16,8 @@ export interface MachineOptions {
   /** RAM kept out of the DMA allocator (firmware, page tables...): the first `reservedLow` bytes of the first region. */
   reservedLow?: number;
   scheduler?: SchedulerOptions;
+  /** Run on an existing scheduler (several machines on one virtual clock, e.g. two guests on one network). */
+  sharedScheduler?: Scheduler;
   /** Cost profile name (default 'modern'). */
   profile?: string;
   /**
@@ -67,7 +69,7 @@ export class Machine {
 
   constructor(opts: MachineOptions = {}) {
     this.mem = new GuestMemory(opts.ram ?? DEFAULT_RAM);
-    this.scheduler = new Scheduler(opts.scheduler);
+    this.scheduler = opts.sharedScheduler ?? new Scheduler(opts.scheduler);
     this.profile = getProfile(opts.profile ?? 'modern');
     this.exitsTakeTime = opts.exitsTakeTime ?? true;
     this.vcpu = new VCpu(0, this.events);
