@@ -145,7 +145,7 @@ describe('repl helpers without a terminal', () => {
     expect(completeArgument('ring(')).toBeUndefined();
   });
   it('.help text names every helper', () => {
-    for (const h of ['step()', 'ring(q = 0, {all})', 'tick()', 'collect(q = 0)', "spec('split.driver.2')"]) expect(helpText()).toContain(h);
+    for (const h of ['step()', 'ring(q = 0, {all})', 'tick()', 'collect(q?)', 'rx(count = 4, {kick})', "spec('split.driver.2')"]) expect(helpText()).toContain(h);
     expect(existsSync(root)).toBe(true);
   });
 });

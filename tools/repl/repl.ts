@@ -11,7 +11,7 @@ import { inspect } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { HELPERS, Session, View, helpers, type SessionOptions } from './session.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
-import { BlkF, F } from '../../spec-refs/virtio.ts';
+import { BlkF, F, NetF } from '../../spec-refs/virtio.ts';
 
 export interface ReplOptions extends SessionOptions {
   /** Write the Chrome trace here when the REPL exits. */
@@ -32,7 +32,8 @@ export function helpText(): string {
     'pvkit helpers (each prints a report; the value behind it is in .data):',
     ...HELPERS.map((h) => `  ${h.usage.padEnd(w)}  ${h.what}`),
     '',
-    'A first walk: step() eight times (or init()), then read(0), read(1), ring(), tick(), tick(), ring(), collect(), ring().',
+    'A first walk (blk): step() eight times (or init()), then read(0), read(1), ring(), tick(), tick(), ring(), collect(), ring().',
+    'With --device net: init(), rx(2), arp(), run(), collect(), ping(), run(), ring(0), collect().',
     'REPL commands: .help (this list), .exit, .break, .clear, .editor, .load FILE, .save FILE. Tab completes helper names and string arguments.',
   ].join('\n');
 }
@@ -47,7 +48,7 @@ export function completeArgument(line: string): [string[], string] | undefined {
   let pool: string[];
   if (fn === 'spec') pool = catalog().entries.map((e) => e.id);
   else if (fn === 'breakRule') pool = BREAK_RULES;
-  else pool = [...Object.keys(F), ...Object.keys(BlkF)];
+  else pool = [...Object.keys(F), ...Object.keys(BlkF), ...Object.keys(NetF)];
   const hits = pool.filter((x) => x.startsWith(partial!));
   return [hits, partial!];
 }
@@ -72,10 +73,11 @@ export function startRepl(opts: ReplOptions = {}): { server: REPLServer; session
   });
   const ctx = helpers(session);
   for (const [k, v] of Object.entries(ctx)) {
-    if (k === 'blk') continue;
+    if (k === 'blk' || k === 'net') continue;
     Object.defineProperty(server.context, k, { value: v, writable: true, enumerable: true, configurable: true });
   }
   Object.defineProperty(server.context, 'blk', { get: () => session.blk, enumerable: true, configurable: true });
+  Object.defineProperty(server.context, 'net', { get: () => session.net, enumerable: true, configurable: true });
   server.defineCommand('help', {
     help: 'List the pvkit helpers and the REPL commands',
     action(this: REPLServer) {

@@ -162,13 +162,17 @@ export class RingWatcher {
   nextUsed = 0;
   usedWrap = 1;
 
-  constructor(mem: GuestMemoryAccess, layout: 'split' | 'packed', q: RingAddresses, clock?: () => number) {
+  /**
+   * `fromStart`: the ring is new (set up since the last reset), so read it from its first entry
+   * even if the driver has already posted buffers; otherwise start from what memory shows now.
+   */
+  constructor(mem: GuestMemoryAccess, layout: 'split' | 'packed', q: RingAddresses, clock?: () => number, fromStart = false) {
     this.mem = mem;
     this.layout = layout;
     this.q = q;
     this.clock = clock;
     this.state = new Array<DescState>(boundedSize(q.size)).fill('free');
-    if (layout === 'split') {
+    if (layout === 'split' && !fromStart) {
       // Start from what is in memory now (a watcher may attach to a running ring).
       this.seenAvail = mem.read16(q.driver + 2);
       this.seenUsed = mem.read16(q.device + 2);

@@ -11,7 +11,6 @@
  * puts the helpers into a node:repl context.
  */
 import { inspect } from 'node:util';
-import type { Machine } from '../../device-models/machine/machine.ts';
 import type { ExitInfo, VCpu } from '../../device-models/machine/vcpu.ts';
 import type { BusAccess } from '../../device-models/machine/bus.ts';
 import type { ScheduledEvent } from '../../device-models/machine/scheduler.ts';
@@ -26,6 +25,14 @@ import type { Virtqueue } from '../../drivers/core/virtqueue.ts';
 import { SplitVirtqueue } from '../../drivers/core/split.ts';
 import { PackedVirtqueue } from '../../drivers/core/packed.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
+import { Machine } from '../../device-models/machine/machine.ts';
+import { VirtioNetDevice } from '../../device-models/net/device.ts';
+import { L2Switch, plug } from '../../device-models/net/switch.ts';
+import { HostPeer } from '../../device-models/net/host-peer.ts';
+import { netTransport, netTransports } from '../../device-models/net/testbed.ts';
+import { NET_DRIVER_FEATURES, VirtioNetDriver } from '../../drivers/net/driver.ts';
+import { ArpOp, BROADCAST, EtherType, IcmpType, IpProto, buildArp, buildEthernet, buildPing, ip4FromString, ip4ToString, macFromString, macToString, parseArp, parseFrame } from '../../drivers/net/packet.ts';
+import { netHdrSize } from '../../spec-refs/net.ts';
 import { attachMonitor, type Monitor, type Violation } from '../../conformance/monitor.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
 import { PvkitError, UsageError } from '../../spec-refs/errors.ts';
@@ -86,16 +93,18 @@ interface InitStep {
   run(): string;
 }
 
-interface Request {
+/** What the session's driver posts with each buffer: how to report it once used, and what to free. */
+interface Token {
   readonly n: number;
   readonly kind: string;
-  readonly sector: number;
-  readonly dataAddr: number;
-  readonly dataLen: number;
-  readonly statusAddr: number;
-  readonly hdrAddr: number;
   readonly postedAt: number;
+  /** Describe the completed buffer, given the length the device reported. */
+  done(len: number): string;
+  /** DMA allocations to free once the buffer is collected. */
+  readonly allocations: readonly number[];
 }
+
+type Seg = { addr: number; len: number };
 
 const MMIO_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Mmio).filter(([k]) => !['MAGIC', 'INT_VRING', 'INT_CONFIG'].includes(k)).map(([k, v]) => [v, k]));
 
@@ -126,14 +135,19 @@ export class Session {
   readonly core: VirtioCore;
   /** Driver side: the transport ops the session's driver uses. */
   readonly transport: VirtioTransport;
-  readonly sim: SimBlk;
+  /** blk sessions: the harness's objects (device model, core, transport). */
+  readonly sim: SimBlk | undefined;
+  /** net sessions: the NIC model, the switch it is plugged into and the host peer behind it. */
+  readonly netSim: { device: VirtioNetDevice; sw: L2Switch; peer: HostPeer; guestMac: Uint8Array; guestIp: Uint8Array } | undefined;
+  /** The reference virtio-net driver, after driver() handed the device to it. */
+  net: VirtioNetDriver | undefined;
   readonly queueSize: number;
   /** Features the session's driver would like (what it chooses = wanted & offered). */
   wanted: bigint;
   offered = 0n;
   chosen = 0n;
   /** Driver-side queues, by index, once set up. */
-  readonly queues = new Map<number, Virtqueue<Request> & { readonly addresses: QueueAddresses }>();
+  readonly queues = new Map<number, Virtqueue<Token> & { readonly addresses: QueueAddresses }>();
   readonly watchers = new Map<number, RingWatcher>();
   /** The reference driver, after driver() handed the device to it. */
   blk: VirtioBlkDriver | undefined;
@@ -152,8 +166,11 @@ export class Session {
     this.transportKind = opts.transport ?? 'mmio';
     this.ringKind = opts.ring ?? 'split';
     this.queueSize = opts.queueSize ?? 16;
-    if (this.device === 'net') {
-      throw new UsageError('usage.repl.device', 'virtio-net is not on main yet: the REPL offers --device blk for now', { expected: 'blk', seen: 'net' });
+    if (!(DEVICES as readonly string[]).includes(this.device)) {
+      throw new UsageError('usage.repl.device', `unknown device ${this.device}`, { expected: DEVICES.join(' | '), seen: this.device });
+    }
+    if (this.device === 'net' && !netTransports().includes(this.transportKind)) {
+      throw new UsageError('usage.repl.transport', `virtio-net runs over ${netTransports().join(' and ')} here (no virtio-pci attach for the NIC model yet)`, { expected: netTransports().join(' | '), seen: this.transportKind });
     }
     if (!(BLK_TRANSPORTS as readonly string[]).includes(this.transportKind)) {
       throw new UsageError('usage.repl.transport', `unknown transport ${this.transportKind}`, { expected: BLK_TRANSPORTS.join(' | '), seen: this.transportKind });
@@ -161,16 +178,32 @@ export class Session {
     if (this.ringKind === 'packed' && isLegacyTransport(this.transportKind)) {
       throw new UsageError('usage.repl.ring', 'the legacy interface has no packed ring (RING_PACKED is feature bit 34, beyond the 32 legacy bits)', { expected: 'split', seen: 'packed' });
     }
-    this.sim = simBlk({
-      transport: this.transportKind,
-      ring: this.ringKind,
-      device: { backend: new RamDisk(opts.diskBytes ?? 1 << 20), latencyNs: opts.deviceLatencyNs ?? 20_000, queueSize: 256, id: 'pvkit-repl' },
-      notifyLatencyNs: opts.notifyLatencyNs ?? 1000,
-      machine: { scheduler: { seed: opts.seed ?? 1 } },
-    });
-    this.machine = this.sim.machine;
-    this.core = this.sim.core;
-    this.transport = this.sim.transport;
+    if (this.device === 'blk') {
+      this.sim = simBlk({
+        transport: this.transportKind,
+        ring: this.ringKind,
+        device: { backend: new RamDisk(opts.diskBytes ?? 1 << 20), latencyNs: opts.deviceLatencyNs ?? 20_000, queueSize: 256, id: 'pvkit-repl' },
+        notifyLatencyNs: opts.notifyLatencyNs ?? 1000,
+        machine: { scheduler: { seed: opts.seed ?? 1 } },
+      });
+      this.netSim = undefined;
+      this.machine = this.sim.machine;
+      this.core = this.sim.core;
+      this.transport = this.sim.transport;
+    } else {
+      // A NIC on an L2 switch with a host peer behind it that answers ARP and ping.
+      this.sim = undefined;
+      this.machine = new Machine({ scheduler: { seed: opts.seed ?? 1 } });
+      const device = new VirtioNetDevice({ name: 'net0', mac: macFromString('52:54:00:12:34:56'), queueSize: 256 });
+      const sw = new L2Switch();
+      plug(sw, device);
+      const peer = new HostPeer(this.machine.scheduler, { name: 'host', mac: macFromString('52:54:00:00:00:01'), ip: ip4FromString('10.0.2.2') });
+      plug(sw, peer);
+      const { core, transport } = netTransport(this.transportKind).attach(this.machine, device);
+      this.core = core;
+      this.transport = transport;
+      this.netSim = { device, sw, peer, guestMac: macFromString('52:54:00:12:34:56'), guestIp: ip4FromString('10.0.2.15') };
+    }
     // Registered before the monitor's listener, so that the monitor's own (muted, exit-less) peeks,
     // made from inside its listener, come after the guest access they follow.
     // Guest register accesses exit first (platform.mmioRead/Write); accesses without an exit are the monitor's own peeks.
@@ -200,7 +233,7 @@ export class Session {
       this.traceSession.add(this.machine, `pvkit repl (${this.device}, ${this.transportKind}, ${this.ringKind})`);
     }
     const ringBits = bit(F.EVENT_IDX) | (this.ringKind === 'packed' ? bit(F.RING_PACKED) : 0n);
-    this.wanted = ringBits | (this.transport.legacy ? 0n : bit(F.VERSION_1)) | bit(BlkF.FLUSH) | bit(BlkF.BLK_SIZE) | bit(BlkF.SEG_MAX) | bit(BlkF.SIZE_MAX);
+    this.wanted = ringBits | (this.transport.legacy ? 0n : bit(F.VERSION_1)) | (this.device === 'blk' ? bit(BlkF.FLUSH) | bit(BlkF.BLK_SIZE) | bit(BlkF.SEG_MAX) | bit(BlkF.SIZE_MAX) : bit(NetF.MAC));
     this.steps = this.initSteps();
     // Everything the machine does is logged while a helper runs.
   }
@@ -295,7 +328,7 @@ export class Session {
     const t = this.transport;
     const legacy = t.legacy;
     const p = this.machine.platform;
-    const base = this.sim.machine.platform.devices()[0]?.base ?? 0;
+    const base = this.machine.platform.devices()[0]?.base ?? 0;
     const identify: InitStep =
       t instanceof PciTransport
         ? {
@@ -372,9 +405,9 @@ export class Session {
     }
     steps.push(
       {
-        name: 'set up queue 0: size, ring addresses, then enable it',
+        name: this.device === 'net' ? 'set up queues 0 (receiveq1) and 1 (transmitq1): size, ring addresses, then enable each' : 'set up queue 0: size, ring addresses, then enable it',
         statements: ['status_init.driver.6', ...(t instanceof PciTransport ? [] : ['mmio.driver.14']), this.ringKind === 'packed' ? 'packed.driver.1' : 'split.driver.1', ...(this.ringKind === 'packed' ? [] : ['split.driver.19'])],
-        run: () => this.setupQueue(0),
+        run: () => (this.device === 'net' ? [0, 1] : [0]).map((i) => this.setupQueue(i)).join('\n'),
       },
       {
         name: 'set DRIVER_OK: the device is live',
@@ -401,8 +434,8 @@ export class Session {
     if (t.kind === 'pci-legacy') size = max; // legacy virtio-pci has no queue size register the driver may write
     const p = this.machine.platform;
     const vq = packed
-      ? new PackedVirtqueue<Request>(p.mem, p.dma, index, size, (i, data) => t.notify(i, data), { eventIdx, indirect, indirectThreshold: Infinity })
-      : new SplitVirtqueue<Request>(p.mem, p.dma, { index, size, eventIdx, indirect, indirectThreshold: Infinity, legacyAlign: t.legacy ? t.legacyAlign : undefined, notify: () => t.notify(index) });
+      ? new PackedVirtqueue<Token>(p.mem, p.dma, index, size, (i, data) => t.notify(i, data), { eventIdx, indirect, indirectThreshold: Infinity })
+      : new SplitVirtqueue<Token>(p.mem, p.dma, { index, size, eventIdx, indirect, indirectThreshold: Infinity, legacyAlign: t.legacy ? t.legacyAlign : undefined, notify: () => t.notify(index) });
     t.setupQueue(index, vq.addresses);
     this.queues.set(index, vq);
     this.watchers.set(index, new RingWatcher(p.mem, packed ? 'packed' : 'split', vq.addresses, () => this.machine.scheduler.now));
@@ -416,6 +449,7 @@ export class Session {
     this.queues.clear();
     this.watchers.clear();
     this.blk = undefined;
+    this.net = undefined;
   }
 
   /** Do the next initialisation step (one status bit at a time). */
@@ -499,7 +533,8 @@ export class Session {
     return new View(text, { counts: w.counts(), buffers: [...w.buffers.values()] });
   }
 
-  private newRequest(kind: string, type: number, sector: number, dataLen: number, dataWritable: boolean, fill?: Uint8Array): { out: { addr: number; len: number }[]; inp: { addr: number; len: number }[]; req: Request } {
+  /** A virtio-blk request: header (device-readable), data, status byte (device-writable). */
+  private blkRequest(kind: string, type: number, sector: number, dataLen: number, dataWritable: boolean, fill?: Uint8Array): { out: Seg[]; inp: Seg[]; token: Token; parts: string[] } {
     const dma = this.machine.platform.dma;
     const mem = this.machine.mem;
     const hdr = dma.alloc(BlkReqHeader.SIZE, 16);
@@ -510,28 +545,56 @@ export class Session {
     if (fill) mem.writeBytes(data, fill);
     const status = dma.alloc(1, 1);
     mem.write8(status, 0xff);
-    const req: Request = { n: ++this.reqs, kind, sector, dataAddr: data, dataLen, hdrAddr: hdr, statusAddr: status, postedAt: this.machine.scheduler.now };
-    const out = [{ addr: hdr, len: BlkReqHeader.SIZE }];
-    const inp: { addr: number; len: number }[] = [];
+    const n = ++this.reqs;
+    const token: Token = {
+      n,
+      kind,
+      postedAt: this.machine.scheduler.now,
+      allocations: data ? [hdr, status, data] : [hdr, status],
+      done: (len: number) => {
+        const st = mem.read8(status);
+        const stName = st === Blk.S_OK ? 'OK' : st === Blk.S_IOERR ? 'IOERR' : st === Blk.S_UNSUPP ? 'UNSUPP' : `?${st}`;
+        let line = `#${n} ${kind} sector ${sector}: status ${stName}, device wrote ${len} byte(s)`;
+        if (kind === 'read' && dataLen) line += `\n     data: ${preview(mem.readBytes(data, Math.min(32, dataLen)))}`;
+        return line;
+      },
+    };
+    const out: Seg[] = [{ addr: hdr, len: BlkReqHeader.SIZE }];
+    const inp: Seg[] = [];
     if (dataLen) (dataWritable ? inp : out).push({ addr: data, len: dataLen });
     inp.push({ addr: status, len: 1 });
-    return { out, inp, req };
+    const parts = [`header ${hex(hdr)} (16 bytes, device-readable)`];
+    if (dataLen) parts.push(`data ${hex(data)} (${dataLen} bytes, device-${dataWritable ? 'writable' : 'readable'})`);
+    parts.push(`status ${hex(status)} (1 byte, device-writable)`);
+    return { out, inp, token, parts };
+  }
+
+  /** Add one buffer to `queue` by hand, and kick unless told not to. */
+  private postBuffer(queue: number, title: string, make: () => { out: Seg[]; inp: Seg[]; token: Token; parts: string[] }, kick: boolean): View {
+    const q = this.vq(queue);
+    return this.report(`${title} on queue ${queue}${kick ? '' : ' (not kicked: kick() publishes and notifies)'}`, () => {
+      const { out, inp, token, parts } = make();
+      if (!q.add(out, inp, token)) {
+        for (const a of token.allocations) this.machine.platform.dma.free(a);
+        return '  no room in the ring: collect() used buffers first';
+      }
+      let text = '  ' + parts.join(', ');
+      this.unpublished.set(queue, (this.unpublished.get(queue) ?? 0) + 1);
+      if (kick) {
+        this.unpublished.set(queue, 0);
+        text += q.kick() ? '\n  kicked: the device asked to be notified, so the driver wrote its notification register' : `\n  published; no notification: ${this.whySuppressed(queue)}`;
+      }
+      return text;
+    });
   }
 
   private post(kind: string, type: number, sector: number, dataLen: number, dataWritable: boolean, fill: Uint8Array | undefined, kick: boolean, queue: number): View {
-    const q = this.vq(queue);
-    return this.report(`${kind}: request #${this.reqs + 1} on queue ${queue}${kick ? '' : ' (not kicked: kick() publishes and notifies)'}`, () => {
-      const { out, inp, req } = this.newRequest(kind, type, sector, dataLen, dataWritable, fill);
-      if (!q.add(out, inp, req)) return '  no room in the ring: collect() used buffers first';
-      const parts = [`  header ${hex(req.hdrAddr)} (16 bytes, device-readable)`];
-      if (dataLen) parts.push(`data ${hex(req.dataAddr)} (${dataLen} bytes, device-${dataWritable ? 'writable' : 'readable'})`);
-      parts.push(`status ${hex(req.statusAddr)} (1 byte, device-writable)`);
-      let text = parts.join(', ');
-      this.unpublished.set(queue, (this.unpublished.get(queue) ?? 0) + 1);
-      if (kick) this.unpublished.set(queue, 0);
-      if (kick) text += q.kick() ? '\n  kicked: the device asked to be notified, so the driver wrote QueueNotify' : '\n  published; no notification (the device suppressed it: event idx / NO_NOTIFY)';
-      return text;
-    });
+    this.needDevice('blk', kind);
+    return this.postBuffer(queue, `${kind}: request #${this.reqs + 1}`, () => this.blkRequest(kind, type, sector, dataLen, dataWritable, fill), kick);
+  }
+
+  private needDevice(d: DeviceKind, what: string): void {
+    if (this.device !== d) throw new UsageError('usage.repl.device', `${what}() is a virtio-${d} helper; this session drives virtio-${this.device}`);
   }
 
   /** Post a blk read (VIRTIO_BLK_T_IN) of `sectors` 512-byte sectors at `sector`; kicks unless {kick:false}. */
@@ -551,6 +614,81 @@ export class Session {
   /** Post a blk FLUSH. */
   flush(opts: { kick?: boolean; queue?: number } = {}): View {
     return this.post('flush', Blk.T_FLUSH, 0, 0, false, undefined, opts.kick ?? true, opts.queue ?? 0);
+  }
+
+  // ------------------------------------------------------------------ virtio-net by hand
+
+  private netHdrBytes(): number {
+    return netHdrSize(this.chosen);
+  }
+
+  /** A transmit buffer: the virtio-net header (all zero: no offloads asked) and the frame, both device-readable. */
+  private txFrame(frame: Uint8Array): { out: Seg[]; inp: Seg[]; token: Token; parts: string[] } {
+    const dma = this.machine.platform.dma;
+    const mem = this.machine.mem;
+    const hl = this.netHdrBytes();
+    const hdr = dma.alloc(hl, 16);
+    const data = dma.alloc(frame.length, 16);
+    mem.writeBytes(data, frame);
+    const n = ++this.reqs;
+    const what = describeFrame(frame);
+    const token: Token = { n, kind: 'tx', postedAt: this.machine.scheduler.now, allocations: [hdr, data], done: (len) => `#${n} tx ${what}: sent (device reports ${len} byte(s) written, as it should for a transmit buffer)` };
+    return { out: [{ addr: hdr, len: hl }, { addr: data, len: frame.length }], inp: [], token, parts: [`virtio-net header ${hex(hdr)} (${hl} bytes, device-readable)`, `frame ${hex(data)} (${frame.length} bytes, device-readable): ${what}`] };
+  }
+
+  /** A receive buffer: one device-writable descriptor for the header and a whole frame. */
+  private rxBuffer(): { out: Seg[]; inp: Seg[]; token: Token; parts: string[] } {
+    const dma = this.machine.platform.dma;
+    const mem = this.machine.mem;
+    const hl = this.netHdrBytes();
+    const size = hl + 1514;
+    const buf = dma.alloc(size, 16);
+    const n = ++this.reqs;
+    const token: Token = {
+      n,
+      kind: 'rx',
+      postedAt: this.machine.scheduler.now,
+      allocations: [buf],
+      done: (len) => {
+        if (len < hl) return `#${n} rx: only ${len} byte(s), shorter than the ${hl}-byte header`;
+        const frame = mem.readBytes(buf + hl, len - hl);
+        return `#${n} rx ${len} byte(s) = ${hl}-byte header + ${describeFrame(frame)}`;
+      },
+    };
+    return { out: [], inp: [{ addr: buf, len: size }], token, parts: [`receive buffer ${hex(buf)} (${size} bytes, device-writable: ${hl}-byte header + a 1514-byte frame)`] };
+  }
+
+  private arpFrame(ip: string): Uint8Array {
+    const n = this.netSim!;
+    return buildEthernet({ dst: BROADCAST, src: n.guestMac }, EtherType.ARP, buildArp({ op: ArpOp.REQUEST, sha: n.guestMac, spa: n.guestIp, tha: new Uint8Array(6), tpa: ip4FromString(ip) }));
+  }
+
+  /** Post `count` receive buffers on receiveq1 (queue 0) and kick: frames for the guest land in them. */
+  rx(count = 4, opts: { kick?: boolean } = {}): View {
+    this.needDevice('net', 'rx');
+    const views: string[] = [];
+    for (let i = 0; i < count; i++) views.push(this.postBuffer(0, `rx: buffer #${this.reqs + 1}`, () => this.rxBuffer(), (opts.kick ?? true) && i === count - 1).text);
+    return new View(views.join('\n'));
+  }
+
+  /** Transmit a frame (bytes) on transmitq1 (queue 1). */
+  send(frame: Uint8Array, opts: { kick?: boolean } = {}): View {
+    this.needDevice('net', 'send');
+    return this.postBuffer(1, `send: buffer #${this.reqs + 1}`, () => this.txFrame(frame), opts.kick ?? true);
+  }
+
+  /** Transmit an ARP request for `ip` (the host peer is 10.0.2.2 and answers). */
+  arp(ip = '10.0.2.2', opts: { kick?: boolean } = {}): View {
+    this.needDevice('net', 'arp');
+    return this.send(this.arpFrame(ip), opts);
+  }
+
+  /** Transmit an ICMP echo request to the host peer (10.0.2.2), which answers with an echo reply. */
+  ping(seq = 1, opts: { kick?: boolean } = {}): View {
+    this.needDevice('net', 'ping');
+    const n = this.netSim!;
+    const frame = buildPing({ dst: n.peer.mac, src: n.guestMac }, n.guestIp, n.peer.ip, IcmpType.ECHO_REQUEST, 0x7076, seq, new TextEncoder().encode('pvkit repl ping'));
+    return this.send(frame, opts);
   }
 
   /** Publish what was added and notify the device if it wants a notification. */
@@ -605,30 +743,28 @@ export class Session {
     });
   }
 
-  /** Take pending interrupts (acknowledging them at the device), then collect every used buffer. */
-  collect(queue = 0): View {
-    const q = this.vq(queue);
-    const w = this.watchers.get(queue)!;
+  /** Take pending interrupts (acknowledging them at the device), then collect every used buffer (of `queue`, or of every queue). */
+  collect(queue?: number): View {
+    const indices = queue === undefined ? [...this.queues.keys()] : [queue];
+    for (const i of indices) this.vq(i);
+    if (indices.length === 0) this.vq(0);
     const p = this.machine.platform;
-    return this.report(`collect queue ${queue}`, () => {
+    return this.report(`collect ${queue === undefined ? 'every queue' : `queue ${queue}`}`, () => {
       const lines: string[] = [];
       for (let v = p.irq.poll(); v !== null; v = p.irq.poll()) {
         const cause = this.transport.ackInterrupt(v);
         p.irq.eoi(v);
         lines.push(`  interrupt ${hex(v)}: ${cause.used ? 'used buffers' : ''}${cause.used && cause.config ? ' + ' : ''}${cause.config ? 'configuration change' : ''}${!cause.used && !cause.config ? 'nothing (spurious)' : ''}`);
       }
-      w.sync();
-      for (let u = q.getUsed(); u; u = q.getUsed()) {
-        const r = u.token;
-        const st = this.machine.mem.read8(r.statusAddr);
-        const stName = st === Blk.S_OK ? 'OK' : st === Blk.S_IOERR ? 'IOERR' : st === Blk.S_UNSUPP ? 'UNSUPP' : `?${st}`;
-        let line = `  #${r.n} ${r.kind} sector ${r.sector}: status ${stName}, device wrote ${u.len} byte(s), ${fmtNs(this.machine.scheduler.now - r.postedAt)} after posting`;
-        if (r.kind === 'read' && r.dataLen) line += `\n     data: ${preview(this.machine.mem.readBytes(r.dataAddr, Math.min(32, r.dataLen)))}`;
-        lines.push(line);
-        const dma = p.dma;
-        dma.free(r.hdrAddr);
-        dma.free(r.statusAddr);
-        if (r.dataAddr) dma.free(r.dataAddr);
+      this.syncWatchers();
+      for (const i of indices) {
+        const q = this.vq(i);
+        for (let u = q.getUsed(); u; u = q.getUsed()) {
+          const r = u.token;
+          const [first, ...more] = r.done(u.len).split('\n');
+          lines.push(`  q${i} ${first}, ${fmtNs(this.machine.scheduler.now - r.postedAt)} after posting`, ...more);
+          for (const a of r.allocations) p.dma.free(a);
+        }
       }
       if (lines.length === 0) lines.push('  nothing used yet (tick() or run() lets the device work)');
       return lines.join('\n');
@@ -689,12 +825,13 @@ export class Session {
           return `  status now ${statusNames(t.getStatus())}`;
         });
       case 'bad-descriptor': {
-        const q = this.vq(0);
+        const bq = this.device === 'net' ? 1 : 0;
+        const q = this.vq(bq);
         if (q.layout !== 'split') throw new UsageError('usage.repl.break', 'bad-descriptor is written for the split ring; start the REPL with --ring split');
         return this.report('breaking split.driver.2 on purpose: a device-writable descriptor before a device-readable one', () => {
-          const { out, inp, req } = this.newRequest('write', Blk.T_OUT, 0, 512, false, undefined);
+          const { out, inp, token } = this.device === 'net' ? this.txFrame(this.arpFrame('10.0.2.2')) : this.blkRequest('write', Blk.T_OUT, 0, 512, false, undefined);
           // Post a well-formed chain, then swap the direction flags of its first two descriptors before publishing it.
-          q.add(out, inp, req);
+          q.add(out, inp, token);
           const mem = this.machine.mem;
           const a = q.addresses;
           const availShadow = mem.read16(a.driver + 2); // published idx; the new entry sits at this position
@@ -725,8 +862,23 @@ export class Session {
     }
   }
 
-  /** Hand the device to the reference virtio-blk driver (drivers/blk/driver.ts): it resets and initialises it itself. */
+  /** Hand the device to its reference driver (drivers/blk/driver.ts or drivers/net/driver.ts): it resets and initialises it itself. */
   driver(): View {
+    if (this.device === 'net') {
+      return this.report('handing the device to the reference virtio-net driver (VirtioNetDriver.init)', () => {
+        this.dropQueues();
+        const net = VirtioNetDriver.init(this.machine.platform, this.transport, { queueSize: this.queueSize, pairs: 1, features: NET_DRIVER_FEATURES & ~(this.ringKind === 'packed' ? 0n : bit(F.RING_PACKED)) });
+        this.net = net;
+        this.stepIndex = this.steps.length;
+        this.offered = net.dev.offered;
+        this.chosen = net.dev.features;
+        for (const [i, q] of net.dev.queues) {
+          this.watchers.set(i, new RingWatcher(this.machine.mem, q.layout, q.addresses, () => this.machine.scheduler.now, true));
+          this.queues.set(i, q as never);
+        }
+        return `  ${net.dev.queues.size} queue(s); the driver is the global \`net\` (net.send(frame), net.waitReceive(), net.run(ns)); the host peer is 10.0.2.2`;
+      });
+    }
     return this.report('handing the device to the reference virtio-blk driver (VirtioBlkDriver.probe)', () => {
       this.dropQueues();
       const blk = VirtioBlkDriver.probe(this.machine.platform, this.transport, { queueSize: this.queueSize, maxQueues: 1, ringFeatures: bit(F.EVENT_IDX) | (this.ringKind === 'packed' ? bit(F.RING_PACKED) : 0n), indirectThreshold: Infinity });
@@ -734,7 +886,7 @@ export class Session {
       this.stepIndex = this.steps.length;
       this.offered = blk.dev.offered;
       this.chosen = blk.features;
-      for (const [i, q] of blk.dev.queues) this.watchers.set(i, new RingWatcher(this.machine.mem, q.layout, q.addresses, () => this.machine.scheduler.now));
+      for (const [i, q] of blk.dev.queues) this.watchers.set(i, new RingWatcher(this.machine.mem, q.layout, q.addresses, () => this.machine.scheduler.now, true));
       for (const [i, q] of blk.dev.queues) this.queues.set(i, q as never);
       return `  capacity ${blk.info.capacity} sectors, cache ${blk.info.cache}; the driver is the global \`blk\` (blk.read(sector, buf), blk.write(...), blk.submit(...))`;
     });
@@ -754,6 +906,24 @@ export class Session {
     for (let i = 0; i < b.length; i += 16) lines.push(`${hex(gpa + i).padStart(12)}  ${preview(b.subarray(i, i + 16))}`);
     return new View(lines.join('\n'), b);
   }
+}
+
+/** A one-line description of an Ethernet frame (ARP and ICMP echo decoded). */
+export function describeFrame(f: Uint8Array): string {
+  if (f.length < 14) return `a runt frame of ${f.length} bytes`;
+  const info = parseFrame(f);
+  const head = `${f.length}-byte frame ${macToString(f, 6)} -> ${macToString(f, 0)}`;
+  if (info.ethertype === EtherType.ARP) {
+    const a = parseArp(f, 14);
+    if (a) return `${head}, ARP ${a.op === ArpOp.REQUEST ? `who-has ${ip4ToString(a.tpa)} tell ${ip4ToString(a.spa)}` : `${ip4ToString(a.spa)} is-at ${macToString(a.sha)}`}`;
+  }
+  if (info.ipVersion === 4 && info.proto === IpProto.ICMP && info.l4 >= 0) {
+    const type = f[info.l4]!;
+    const seq = (f[info.l4 + 6]! << 8) | f[info.l4 + 7]!;
+    const name = type === IcmpType.ECHO_REQUEST ? 'echo request' : type === IcmpType.ECHO_REPLY ? 'echo reply' : `type ${type}`;
+    return `${head}, ICMP ${name} ${ip4ToString(f, info.l3 + 12)} -> ${ip4ToString(f, info.l3 + 16)} seq ${seq}`;
+  }
+  return `${head}, ethertype 0x${info.ethertype.toString(16)}`;
 }
 
 function formatViolation(v: Violation): string {
@@ -802,18 +972,22 @@ export const HELPERS: readonly { name: string; usage: string; what: string }[] =
   { name: 'want', usage: "want('INDIRECT_DESC', ...)", what: 'add features to what the driver takes (before the feature step)' },
   { name: 'refuse', usage: "refuse('EVENT_IDX', ...)", what: 'drop features from what the driver takes' },
   { name: 'ring', usage: 'ring(q = 0, {all})', what: 'the virtqueue as it is in guest memory: descriptors, rings, event idx, free / in flight / used' },
-  { name: 'read', usage: 'read(sector, sectors = 1, {kick})', what: 'post a virtio-blk read by hand (kicks unless {kick:false})' },
-  { name: 'write', usage: "write(sector, 'text' | bytes, {kick})", what: 'post a virtio-blk write by hand' },
-  { name: 'flush', usage: 'flush({kick})', what: 'post a virtio-blk flush' },
+  { name: 'read', usage: 'read(sector, sectors = 1, {kick})', what: 'virtio-blk: post a read by hand (kicks unless {kick:false})' },
+  { name: 'write', usage: "write(sector, 'text' | bytes, {kick})", what: 'virtio-blk: post a write by hand' },
+  { name: 'flush', usage: 'flush({kick})', what: 'virtio-blk: post a flush' },
+  { name: 'rx', usage: 'rx(count = 4, {kick})', what: 'virtio-net: post receive buffers on receiveq1 (queue 0)' },
+  { name: 'arp', usage: "arp('10.0.2.2', {kick})", what: 'virtio-net: transmit an ARP request (the host peer 10.0.2.2 answers)' },
+  { name: 'ping', usage: 'ping(seq = 1, {kick})', what: 'virtio-net: transmit an ICMP echo request to the host peer' },
+  { name: 'send', usage: 'send(frameBytes, {kick})', what: 'virtio-net: transmit any Ethernet frame on transmitq1 (queue 1)' },
   { name: 'kick', usage: 'kick(q = 0)', what: 'publish added buffers and notify the device if it wants it' },
   { name: 'tick', usage: 'tick()', what: 'run ONE device event (Scheduler.runNext) and show what it caused' },
   { name: 'run', usage: 'run()', what: 'run device events until idle' },
-  { name: 'collect', usage: 'collect(q = 0)', what: 'take interrupts (ack them) and collect used buffers: the ring drains' },
+  { name: 'collect', usage: 'collect(q?)', what: 'take interrupts (ack them) and collect used buffers (of q, or every queue): the ring drains' },
   { name: 'exits', usage: 'exits()', what: 'VM exits so far and their modelled cycles' },
   { name: 'violations', usage: 'violations()', what: 'what the conformance monitor recorded, with the spec paraphrase' },
   { name: 'spec', usage: "spec('split.driver.2')", what: 'a statement: keyword, paraphrase, spec file:line' },
   { name: 'breakRule', usage: "breakRule('bad-descriptor')", what: 'break a rule on purpose: skip-features-ok | bad-descriptor | clear-status | notify-early' },
-  { name: 'driver', usage: 'driver()', what: 'hand the device to the reference virtio-blk driver (global `blk`)' },
+  { name: 'driver', usage: 'driver()', what: 'hand the device to its reference driver (global `blk` or `net`)' },
   { name: 'mem', usage: 'mem(gpa, len = 64)', what: 'hex dump of guest memory' },
   { name: 'writeTrace', usage: "writeTrace('t.json')", what: 'write the Chrome trace now (with --trace)' },
   { name: 'session', usage: 'session', what: 'the Session object: machine, core, transport, monitor, queues' },
@@ -827,6 +1001,7 @@ export function helpers(s: Session): Record<string, unknown> {
     if (typeof f === 'function') out[h.name] = (f as (...a: unknown[]) => unknown).bind(s);
   }
   Object.defineProperty(out, 'blk', { get: () => s.blk, enumerable: true });
+  Object.defineProperty(out, 'net', { get: () => s.net, enumerable: true });
   return out;
 }
 
