@@ -87,9 +87,11 @@ describe('REPL transcripts in the docs', () => {
   it('there is at least one (chapter 1 of the guide)', () => expect(byDoc.get('driver-guide.md')?.length ?? 0).toBeGreaterThan(0));
   it.each([...byDoc.keys()])('%s: the transcripts replay as shown', (doc) => {
     const bs = byDoc.get(doc)!;
-    const session = new Session(optionsOf(bs[0]!.info));
+    let session = new Session(optionsOf(bs[0]!.info));
     const path = join(docsDir, doc);
-    for (const b of bs) {
+    for (const [i, b] of bs.entries()) {
+      // A block whose fence names flags (```pvkit-repl --device net) starts a new session; others continue.
+      if (i > 0 && /--/.test(b.info)) session = new Session(optionsOf(b.info));
       const got = replay(session, b.body);
       if (process.env.PVKIT_UPDATE_DOCS) {
         const text = readFileSync(path, 'utf8');
