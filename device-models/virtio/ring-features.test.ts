@@ -25,7 +25,7 @@ import type { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
 class NetEcho extends EchoModel {
   override readonly deviceType = 1 as never;
   resetQueues: number[] = [];
-  queueReset(i: number): void {
+  override queueReset(i: number): void {
     this.resetQueues.push(i);
   }
 }

@@ -24,7 +24,7 @@ export function run(): string[] {
     // Nothing the device returned broke a rule the driver checks, and the device saw no driver violation.
     assert.deepEqual(g.driver.deviceErrors, []);
     assert.deepEqual(g.device.violations, []);
-    lines.push(`${transport}: ${macToString(g.device.mac)} pinged 10.0.0.254, reply seq ${reply.seq}`);
+    lines.push(`${transport}: ${macToString(g.driver.mac)} pinged 10.0.0.254, reply seq ${reply.seq}`);
   }
   return lines;
 }

@@ -81,6 +81,12 @@ export class EchoModel implements VirtioDeviceModel {
     this.resets++;
   }
 
+  /** RING_RESET: completions still pending for the queue are dropped (vq_reset.device.1). */
+  queueReset(index: number): void {
+    this.queueEpoch[index] = (this.queueEpoch[index] ?? 0) + 1;
+  }
+  private readonly queueEpoch: number[] = [];
+
   /** Change the config space (counter++) the way a device does on its own. */
   bumpConfig(): void {
     this.counter++;
@@ -107,9 +113,10 @@ export class EchoModel implements VirtioDeviceModel {
       for (let c = q.pop(); c; c = q.pop()) batch.push(c);
       if (this.opts.reverse) batch.reverse();
       if (delay > 0) {
+        const epoch = this.queueEpoch[index] ?? 0;
         for (const c of batch) {
           ctx.scheduler.schedule(delay, 'echo:complete', () => {
-            if (this.ctx !== ctx) return;
+            if (this.ctx !== ctx || (this.queueEpoch[index] ?? 0) !== epoch) return;
             this.complete(q, c);
             q.flush();
           });
