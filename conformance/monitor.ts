@@ -293,7 +293,7 @@ export class Monitor {
     const vs = this.of(opts.statements).filter((v) => !opts.side || v.side === opts.side);
     if (vs.length === 0) return;
     const first = vs[0]!;
-    throw new CheckFailure(`monitor: ${vs.length} violation(s); first: ${first.side} ${first.message}`, {
+    throw new CheckFailure(`monitor: ${vs.length} violation(s); first (${first.side} side): ${first.message}`, {
       statements: [...new Set(vs.map((v) => v.statement))],
       ...(first.expected !== undefined ? { expected: first.expected } : {}),
       ...(first.seen !== undefined ? { seen: first.seen } : {}),

@@ -38,7 +38,7 @@ export function checkTests(opts: CheckTestOptions = {}): void {
   const target = getTarget(opts.target ?? 'sim');
   if (!target) throw new Error(`no conformance target ${opts.target}`);
   const list = (opts.checks ?? registeredChecks()).filter((c) => (!opts.area || c.area === opts.area) && (!opts.prefix || c.id.startsWith(opts.prefix)));
-  const device = opts.device ?? target.devices[0] ?? 'blk';
+  const device = opts.device ?? target.defaultDevices?.[0] ?? target.devices[0] ?? 'blk';
   const transport = opts.transport ?? target.transports[0] ?? 'mmio';
   const ring = opts.ring ?? 'split';
   const runs = opts.runs ?? Number(process.env['PVKIT_RUNS'] ?? 20);

@@ -78,11 +78,11 @@ export interface RefSession {
   shutdown(): void;
 }
 
-export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { without?: bigint; queueSize?: number } = {}): RefSession {
+export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { without?: bigint; queueSize?: number; extraRing?: bigint } = {}): RefSession {
   const t = transportOf(dut);
   const p = dut.platform;
   if (t.deviceType === DeviceType.BLOCK) {
-    const o: BlkDriverOptions = { ...(opts.without !== undefined ? { withoutFeatures: opts.without } : {}), ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}), ...(ctx.ring === 'split' ? { ringFeatures: featureSet(F.INDIRECT_DESC, F.EVENT_IDX) } : {}) };
+    const o: BlkDriverOptions = { ...(opts.without !== undefined ? { withoutFeatures: opts.without } : {}), ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}), ringFeatures: (ctx.ring === 'split' ? featureSet(F.INDIRECT_DESC, F.EVENT_IDX) : featureSet(F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED)) | (opts.extraRing ?? 0n) };
     const blk = VirtioBlkDriver.probe(p, t, o);
     return {
       dev: blk.dev,
@@ -109,7 +109,7 @@ export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { witho
       shutdown: () => blk.shutdown(),
     };
   }
-  const dev = VirtioDriverDevice.init(p, t, { features: (RING & ~(opts.without ?? 0n)) & (ctx.ring === 'split' ? ~featureSet(F.RING_PACKED) : -1n), queues: 1, ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}) });
+  const dev = VirtioDriverDevice.init(p, t, { features: ((RING | (opts.extraRing ?? 0n)) & ~(opts.without ?? 0n)) & (ctx.ring === 'split' ? ~featureSet(F.RING_PACKED) : -1n), queues: 1, ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}) });
   return {
     dev,
     io(n, seed) {
