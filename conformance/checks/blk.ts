@@ -3,7 +3,7 @@
  * error statuses of the device; request construction of the driver.
  */
 import fc from 'fast-check';
-import { BlkConfig, BLK_ZONE_TYPES } from '../../device-models/blk/config.ts';
+import { BlkConfig, BLK_ZONE_TYPES } from '../../spec-refs/blk-layout.ts';
 import type { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
 import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';

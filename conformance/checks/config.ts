@@ -3,7 +3,7 @@
  * about trusting what the device reports.
  */
 import fc from 'fast-check';
-import { BlkConfig } from '../../device-models/blk/config.ts';
+import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 import { Blk, BlkF, F, Mmio, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { newDeviceWith, raw, simInternals, startRef } from './support.ts';

@@ -7,7 +7,7 @@ import { Machine } from '../../device-models/machine/machine.ts';
 import { discoverMmio, type MmioTransport } from '../../drivers/transport/mmio.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from '../../drivers/blk/driver.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../device-models/blk/config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
 import type { VirtioMmioDevice } from '../../device-models/virtio/mmio.ts';
 import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';

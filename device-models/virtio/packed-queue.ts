@@ -186,7 +186,7 @@ export class PackedDeviceQueue implements CoreQueue {
     if (u === wrap) {
       // AVAIL and USED both equal the driver's wrap counter: a used pattern where only an available
       // descriptor (or the previous lap's used one) can be.
-      return this.fail('avail_used', 'descriptor has AVAIL and USED equal at the next available position', { statements: ['packed.driver.3'], expected: `AVAIL=${wrap} USED=${wrap ^ 1}`, seen: `flags ${hex(headFlags)} at ${pos}` });
+      return this.fail('avail_used', 'descriptor has AVAIL and USED equal at the next available position', { expected: `AVAIL=${wrap} USED=${wrap ^ 1}`, seen: `flags ${hex(headFlags)} at ${pos}` });
     }
     const readable: Segment[] = [];
     const writable: Segment[] = [];
@@ -219,7 +219,7 @@ export class PackedDeviceQueue implements CoreQueue {
       if (flags & F_INDIRECT) {
         if (!this.indirect) return this.fail('indirect_unneg', 'INDIRECT set without VIRTIO_F_INDIRECT_DESC', { statements: ['packed.driver.12'], seen: `flags ${hex(flags)}` });
         if (flags & F_NEXT || slots > 1) {
-          return this.fail('indirect_in_list', 'indirect descriptor inside a list linked by NEXT', { statements: ['packed.driver.14'], seen: `flags ${hex(flags)} as descriptor ${slots} of the list` });
+          return this.fail('indirect_in_list', 'indirect descriptor inside a list linked by NEXT', { statements: ['packed.driver.15'], seen: `flags ${hex(flags)} as descriptor ${slots} of the list` });
         }
         const r = this.walkIndirect(lo, hi, len, readable, writable);
         if (r === null) return null;
@@ -268,7 +268,7 @@ export class PackedDeviceQueue implements CoreQueue {
     const table = hi * TWO32 + lo;
     if (len === 0 || len % 16 !== 0) return this.fail('indirect_len', 'indirect table length is not a non-zero multiple of 16', { expected: 'n * 16, n >= 1', seen: String(len) });
     const n = len / 16;
-    if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.13'], expected: `<= ${this.maxChain}`, seen: String(n) });
+    if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.14'], expected: `<= ${this.maxChain}`, seen: String(n) });
     if (hi >= 0x20_0000 || !this.mem.regionOf(table, len)) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` });
     let rLen = 0;
     let wLen = 0;

@@ -431,7 +431,7 @@ export class VirtioPciDevice {
       }
       case Common.QUEUE_RESET:
         if (!hasFeature(core.features, F.RING_RESET)) {
-          this.driverError(core, 'pci.queue_reset_unneg', 'queue_reset written without VIRTIO_F_RING_RESET', ['pci.device.23'], `queue ${sel}`);
+          this.driverError(core, 'pci.queue_reset_unneg', 'queue_reset written without VIRTIO_F_RING_RESET', [], `queue ${sel}`);
           return;
         }
         if ((v & 1) && q) {

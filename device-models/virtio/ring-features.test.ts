@@ -2,7 +2,7 @@
  * The advanced ring features over both layouts and both transports, through the shared core with
  * the echo model (a model with no code of its own for any of them): IN_ORDER, NOTIFICATION_DATA,
  * RING_RESET (per-queue reset and re-enable). Census ids: vq_reset.*, split.driver.5,
- * split.driver.10, pci.driver.22, pci.driver.23, mmio.device.10 to mmio.device.12 where cited.
+ * split.driver.10, pci.driver.21 to pci.driver.23 (queue reset over PCI) where cited.
  */
 import { describe, expect, it } from 'vitest';
 import { Machine } from '../machine/machine.ts';

@@ -413,7 +413,7 @@ export class PciTransport implements VirtioTransport {
     this.w16(Common.QUEUE_ENABLE, 1);
   }
 
-  /** RING_RESET: write 1 to queue_reset, then wait for 0 (pci.driver.24, vq_reset.driver.1). */
+  /** RING_RESET: write 1 to queue_reset, then wait for 0 (pci.driver.21, vq_reset.driver.1). */
   resetQueue(index: number): void {
     if (this.legacy) throw new UsageError('pci.queue_reset', 'the legacy interface has no queue reset');
     if (!hasFeature(this.driverFeatures, F.RING_RESET)) throw new UsageError('pci.queue_reset', 'VIRTIO_F_RING_RESET not negotiated');
@@ -429,7 +429,7 @@ export class PciTransport implements VirtioTransport {
       }
       this.p.spin(1000);
     }
-    throw new TimeoutError('pci.queue_reset', `queue ${index} reset did not complete`, { statements: ['pci.driver.24', 'pci.device.22'], expected: 'queue_reset 0' });
+    throw new TimeoutError('pci.queue_reset', `queue ${index} reset did not complete`, { statements: ['pci.driver.21', 'pci.device.23'], expected: 'queue_reset 0' });
   }
 
   notify(index: number, data?: number): void {

@@ -5,10 +5,8 @@ import { UsageError } from '../../spec-refs/errors.ts';
 import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
 
 /** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
-class CliUsageError extends UsageError {
-  constructor(msg: string) {
-    super('usage.cli', msg);
-  }
+function usage(msg: string): UsageError {
+  return new UsageError('usage.cli', msg);
 }
 
 interface BenchArgs {
@@ -55,19 +53,19 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' })
       .option('trace', { ...TRACE_OPTION, describe: `${TRACE_OPTION.describe}; the first 200,000 events, and figures measured while tracing are slower` }) as never,
   handler: (args) => {
-    if (args.target !== 'blk') throw new CliUsageError(`unknown bench target '${args.target}' (known: blk)`);
-    if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw new CliUsageError('--seconds must be a positive number');
-    if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw new CliUsageError('--depth must be an integer from 1 to 8192');
+    if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk)`);
+    if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
+    if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw usage('--depth must be an integer from 1 to 8192');
     const transports = args.transport === 'all' ? [...BLK_TRANSPORTS] : args.transport.split(',');
     const rings = args.ring === 'all' ? [...BLK_RINGS] : args.ring.split(',');
-    for (const t of transports) if (!(BLK_TRANSPORTS as readonly string[]).includes(t)) throw new CliUsageError(`--transport must be one of ${BLK_TRANSPORTS.join(', ')} (or a comma-separated list, or all)`);
-    for (const r of rings) if (!(BLK_RINGS as readonly string[]).includes(r)) throw new CliUsageError(`--ring must be one of ${BLK_RINGS.join(', ')} (or a comma-separated list, or all)`);
+    for (const t of transports) if (!(BLK_TRANSPORTS as readonly string[]).includes(t)) throw usage(`--transport must be one of ${BLK_TRANSPORTS.join(', ')} (or a comma-separated list, or all)`);
+    for (const r of rings) if (!(BLK_RINGS as readonly string[]).includes(r)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')} (or a comma-separated list, or all)`);
     const combos: [BlkTransportKind, BlkRingKind][] = [];
     for (const t of transports as BlkTransportKind[]) {
       for (const r of rings as BlkRingKind[]) {
         // the packed ring needs VERSION_1 (feature bit 34): no legacy interface can carry it
         if (r === 'packed' && isLegacyTransport(t)) {
-          if (transports.length === 1 && rings.length === 1) throw new CliUsageError(`--ring packed cannot run over ${t}: a legacy interface negotiates feature bits 0..31 only`);
+          if (transports.length === 1 && rings.length === 1) throw usage(`--ring packed cannot run over ${t}: a legacy interface negotiates feature bits 0..31 only`);
           if (!args.json) console.log(`(${t}/${r} skipped: a legacy interface cannot negotiate RING_PACKED)`);
           continue;
         }
@@ -75,7 +73,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       }
     }
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
-    if (scenarios.length === 0) throw new CliUsageError(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
     const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
     for (const sc of scenarios) for (const [transport, ring] of combos) {
       trace?.label(`bench ${sc.name} ${transport}/${ring}`);

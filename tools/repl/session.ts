@@ -18,7 +18,7 @@ import { TraceSession } from '../../device-models/machine/trace.ts';
 import { BLK_TRANSPORTS, isLegacyTransport, simBlk, type BlkTransportKind, type SimBlk } from '../../device-models/blk/harness.ts';
 import { PciTransport, identifyVirtioPci } from '../../drivers/transport/pci.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
-import { BlkReqHeader } from '../../device-models/blk/config.ts';
+import { BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
 import type { VirtioTransport, QueueAddresses } from '../../drivers/transport/transport.ts';
 import type { Virtqueue } from '../../drivers/core/virtqueue.ts';
