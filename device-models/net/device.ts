@@ -53,6 +53,14 @@ export interface NetDeviceOptions {
   rxBacklog?: number;
   /** Entries of each MAC filter table before the device falls back to accepting all of that kind. */
   macTableSize?: number;
+  /**
+   * A checking device for driver conformance: also verify what costs time on every frame (the
+   * pseudo-header sum under NEEDS_CSUM, csum_start/csum_offset pointing at the L4 checksum,
+   * receive buffer sizes against the MTU) and record each breach as a violation.
+   */
+  strict?: boolean;
+  /** Test hook: rewrite each receive header just before it is written (hostile-device checks of drivers). */
+  rxHeaderHook?: (hdr: Uint8Array, frame: Uint8Array) => void;
 }
 
 /** Everything the model implements. */
@@ -129,6 +137,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private readonly permanentMac: Uint8Array;
   private readonly rxBacklogMax: number;
   private readonly macTableSize: number;
+  private readonly strict: boolean;
+  private readonly rxHeaderHook: ((hdr: Uint8Array, frame: Uint8Array) => void) | undefined;
   private readonly config = new Uint8Array(NetCfg.SIZE);
   private readonly cfgView = new DataView(this.config.buffer);
   private backend: NetBackend | undefined;
@@ -187,6 +197,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.queueSize = opts.queueSize ?? 256;
     this.rxBacklogMax = opts.rxBacklog ?? 1024;
     this.macTableSize = opts.macTableSize ?? 64;
+    this.strict = opts.strict ?? false;
+    this.rxHeaderHook = opts.rxHeaderHook;
     this.permanentMac = (opts.mac ?? new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])).slice(0, 6);
     this.linkUp = opts.linkUp ?? true;
     let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & NET_SUPPORTED_FEATURES;
@@ -461,7 +473,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const pair = (index - 1) / 2;
     const allowed = this.rss ? this.rss.maxTx : this.curPairs;
     if (pair >= allowed) this.violate(pair >= this.curPairs && !this.rss ? 'net.driver.91' : 'net.driver.92', `transmit on transmitq${pair + 1} with ${allowed} pair(s) in use`);
-    if (chain.readableLen < hl) return malformed('net.driver.15', `transmit chain of ${chain.readableLen} readable bytes, header is ${hl}`);
+    if (chain.readableLen < hl) {
+      this.violate('net.driver.66', `transmit chain shorter than the ${hl}-byte header`);
+      return malformed('net.driver.15', `transmit chain of ${chain.readableLen} readable bytes, header is ${hl}`);
+    }
     const total = chain.readableLen - hl;
     if (total < ETH_HLEN) return malformed('net.driver.15', `frame of ${total} bytes after the header`);
     if (total > MAX_FRAME) return malformed('net.driver.9', `frame of ${total} bytes`);
@@ -478,7 +493,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     // net.device.15: bits the device does not know are ignored; known ones are checked.
     if (!this.f.csum && flags !== 0) return malformed('net.driver.17', `flags ${flags} without VIRTIO_NET_F_CSUM`);
     if (flags & (NetHdr.F_DATA_VALID | NetHdr.F_RSC_INFO)) return malformed('net.driver.59', `transmit flags ${flags} carry DATA_VALID/RSC_INFO`);
-    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
+    const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
+    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) {
+      if (!tunnel) this.violate('net.driver.40', 'UDP_TUNNEL_CSUM without a tunnel gso_type');
+      this.violate('net.driver.36', 'UDP_TUNNEL_CSUM set');
+      return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
+    }
+    if (tunnel && flags & NetHdr.F_DATA_VALID) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
     if (flags & NetHdr.F_SECURITY) return malformed('net.driver.61', 'SECURITY flag without IPsec');
     if (hl >= NetHdr.SIZE_BASE && (this.f.version1 || this.f.mrg)) {
       const nb = hv.getUint16(NetHdr.OFF_NUM_BUFFERS, true);
@@ -487,10 +508,21 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const needsCsum = (flags & NetHdr.F_NEEDS_CSUM) !== 0;
     // net.device.16: csum_start/csum_offset are used only with NEEDS_CSUM.
     if (needsCsum && csumStart + csumOffset + 2 > total) return malformed('net.driver.44', `csum_start ${csumStart} + csum_offset ${csumOffset} outside a ${total}-byte frame`);
-    if (gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
-    if (gsoType & NetHdr.GSO_ECN) return malformed('net.driver.29', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
+    if (tunnel) {
+      // net.device.22 / net.device.24: such packets are refused.
+      if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) this.violate('net.driver.39', 'both UDP tunnel bits');
+      if ((gsoType & 0x1f) === NetHdr.GSO_UDP) this.violate('net.driver.38', 'UDP tunnel bit with GSO_UDP');
+      this.violate('net.driver.31', `gso_type ${gsoType} without HOST_UDP_TUNNEL_GSO`);
+      return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
+    }
+    if (gsoType & NetHdr.GSO_ECN) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
     const base = gsoType & 0x1f;
-    let csumCount: 'none' | 'needs' = needsCsum ? 'needs' : 'none';
+    const csumCount: 'none' | 'needs' = needsCsum ? 'needs' : 'none';
+    if (needsCsum && this.strict) {
+      const bad = this.checkPartialCsum(data, csumStart, csumOffset);
+      if (bad) return malformed(bad[0], bad[1]);
+    }
+    if (base !== NetHdr.GSO_NONE && !this.f.hostTso4 && !this.f.hostTso6) this.violate('net.driver.45', `gso_type ${gsoType} with no host GSO feature negotiated`);
     if (base === NetHdr.GSO_NONE) {
       // net.device.6 / net.driver.9: frames up to mtu + Ethernet header (+ a VLAN tag) go out whole.
       const limit = this.mtu + ETH_HLEN + 4;
@@ -523,6 +555,19 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       st.gsoSegmentsBytes += data.length + (segs - 1) * info.headerLen;
     }
     return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen } };
+  }
+
+  /** Strict mode: NEEDS_CSUM must point at the TCP/UDP checksum, which holds the pseudo-header sum (net.driver.42-.44). */
+  private checkPartialCsum(data: Uint8Array, start: number, offset: number): [string, string] | null {
+    const info = parseFrame(data);
+    if (info.l4 < 0 || (info.proto !== IpProto.TCP && info.proto !== IpProto.UDP)) return null;
+    const want = info.proto === IpProto.TCP ? 16 : 6;
+    if (start !== info.l4 || offset !== want) return ['net.driver.44', `csum_start/offset ${start}/${offset}, the ${info.proto === IpProto.TCP ? 'TCP' : 'UDP'} checksum is at ${info.l4}/${want}`];
+    const copy = data.slice(0, info.ipEnd);
+    completeChecksum(copy, start, offset);
+    const r = verifyChecksums(copy);
+    if (!r.l4) return ['net.driver.43', 'the checksum slot did not hold the pseudo-header sum'];
+    return null;
   }
 
   private noteFlow(data: Uint8Array, info: FrameInfo, pair: number): void {
@@ -705,6 +750,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       v.setUint32(NetHdr.OFF_HASH_VALUE, it.hashReport === HashReport.NONE ? 0 : it.hashValue, true);
       v.setUint16(NetHdr.OFF_HASH_REPORT, it.hashReport, true);
     }
+    this.rxHeaderHook?.(h, it.data);
     scatter(ctx.mem, chain.writable, 0, h);
   }
 
@@ -720,6 +766,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         q.push(chain, 0);
         continue;
       }
+      if (this.strict && this.f.mtu && chain.writableLen < this.hdrLen + this.mtu + ETH_HLEN) this.violate('net.driver.8', `receive buffer of ${chain.writableLen} bytes, mtu ${this.mtu}`);
       const need = this.hdrLen + it.data.length;
       if (chain.writableLen < need) {
         // Too small for this frame: drop the frame, keep the buffer for the next one.
@@ -927,6 +974,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         return this.coalCommand(cmd, data, dv);
       case NetCtrl.CLASS_STATS:
         return this.statsCommand(cmd, data, dv, resultRoom);
+      case 9: // VIRTNET_RSS_CTX_CTRL: RSS_CONTEXT is never offered
+        return this.refuse('net.driver.98', 'RSS context command without VIRTIO_NET_F_RSS_CONTEXT');
+      case NetCtrl.CLASS_HASH_TUNNEL:
+        return this.refuse('net.driver.78', 'HASH_TUNNEL_SET without VIRTIO_NET_F_HASH_TUNNEL');
     }
     return ERR;
   }
@@ -1071,7 +1122,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       for (let b = 0; b < 64; b++) {
         const set = b < 32 ? (lo >>> b) & 1 : (hi >>> (b - 32)) & 1;
         if (!set) continue;
-        const valid = supported.includes(b) && (kind === 'cvq' ? b === StatsType.CVQ : kind === 'rx' ? b < 16 : b >= 16 && b < 32);
+        if (!supported.includes(b)) return this.refuse('net.driver.106', `stats type ${b} not reported by STATS_QUERY`);
+        const valid = kind === 'cvq' ? b === StatsType.CVQ : kind === 'rx' ? b < 16 : b >= 16 && b < 32;
         if (!valid) return this.refuse('net.driver.107', `stats type ${b} for ${kind} queue ${vq}`);
         types.push(b);
       }
@@ -1079,6 +1131,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     }
     let total = 0;
     for (const r of replies) total += r.length;
+    if (total > room) this.violate('net.driver.108', `STATS_GET result buffer of ${room} bytes for ${total} bytes of replies`);
     // net.device.119: write only whole, valid bytes (a short buffer gets a prefix).
     const out = new Uint8Array(Math.min(total, Math.max(0, room)));
     let off = 0;
