@@ -1,0 +1,266 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PvkitError } from '../../spec-refs/errors.ts';
+import { SyncChannel } from '../../drivers/platform/qtest/sync-channel.ts';
+import { QtestPlatform, type QtestPlatformOptions } from '../../drivers/platform/qtest/platform.ts';
+import { biosImage } from './bios.ts';
+import { DMA_BASE, MICROVM, MSI_AREA, Q35, RAM_SIZE, q35IntxGsi, type QemuConfig } from './configs.ts';
+import { findQemu } from './find.ts';
+
+/**
+ * Starts QEMU for a configuration, with pvkit's halting BIOS and a qtest socket, and hands back
+ * a GuestPlatform on it. QEMU never outlives pvkit: it runs under `setpriv --pdeathsig KILL`
+ * (the kernel kills it when pvkit dies, even by SIGKILL or Ctrl-C), it is killed on close, on
+ * error and at process exit, and every temporary file is unlinked as soon as QEMU has opened it.
+ */
+export class QemuStartError extends PvkitError {}
+
+export interface LaunchOptions {
+  /** QEMU binary (default: $PVKIT_QEMU, else qemu-system-x86_64 on PATH). */
+  qemu?: string;
+  /** Extra arguments appended to QEMU's command line. */
+  extraArgs?: readonly string[];
+  /** Disk image size for virtio-blk devices (default 8 MiB). */
+  diskBytes?: number;
+  /** Longest wait for QEMU to connect (default 30 s). */
+  startTimeoutMs?: number;
+  /** Longest wait for one qtest reply (default 20 s). */
+  replyTimeoutMs?: number;
+  /** Passed to the platform. */
+  minWaitNs?: number;
+}
+
+export interface QemuSession {
+  readonly config: QemuConfig;
+  readonly platform: QtestPlatform;
+  readonly pid: number;
+  readonly args: readonly string[];
+  /** What QEMU wrote to stdout/stderr so far. */
+  output(): string;
+  /** Kill QEMU and release everything (idempotent). */
+  close(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const p of live) {
+      try {
+        p.kill('SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+/** QEMU's command line for a configuration (without the launcher's own files). */
+export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string; disks: readonly string[] }): string[] {
+  const a: string[] = ['-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'tcg', '-m', `${RAM_SIZE >> 20}M`, '-bios', files.bios, '-qtest', `unix:${files.socket}`, '-qtest-log', 'none'];
+  if (cfg.machine === 'q35') a.push('-M', 'q35');
+  else {
+    a.push('-M', 'microvm,acpi=off');
+    a.push('-global', `virtio-mmio.force-legacy=${cfg.mmioVersion === 1 ? 'true' : 'false'}`);
+  }
+  let disk = 0;
+  let nic = 0;
+  for (const d of cfg.devices) {
+    const bus = cfg.machine === 'q35' ? 'pci' : 'device';
+    const props = d.props ? `,${d.props}` : '';
+    const addr = cfg.machine === 'q35' && d.slot !== undefined ? `,addr=${d.slot}.0` : '';
+    if (d.kind === 'blk') {
+      const id = `disk${disk}`;
+      a.push('-drive', `if=none,id=${id},file=${files.disks[disk]},format=raw,file.locking=off`);
+      a.push('-device', `virtio-blk-${bus},drive=${id}${addr}${props}`);
+      disk++;
+    } else {
+      // loop frames back: a UDP socket netdev whose peer is its own address
+      const id = `net${nic}`;
+      a.push('-netdev', `socket,id=${id},udp=127.0.0.1:0`);
+      a.push('-device', `virtio-net-${bus},netdev=${id},mac=52:54:00:12:34:${(0x56 + nic).toString(16)}${addr}${props}`);
+      nic++;
+    }
+  }
+  return a;
+}
+
+export function platformOptions(cfg: QemuConfig): QtestPlatformOptions {
+  const ram = [{ base: 0, size: 0xa_0000 }, { base: 0x10_0000, size: RAM_SIZE - 0x10_0000 }];
+  const dma = [{ base: DMA_BASE, size: RAM_SIZE - DMA_BASE }];
+  if (cfg.machine === 'q35') {
+    return {
+      name: `qemu:${cfg.name}`,
+      ram,
+      dma,
+      msiArea: MSI_AREA,
+      irqIntercept: 'ioapic',
+      pci: {
+        ecamBase: Q35.ECAM_BASE,
+        mmioWindow: { base: Q35.MMIO_BASE, size: Q35.MMIO_SIZE },
+        mmio64Window: { base: Q35.MMIO64_BASE, size: Q35.MMIO64_SIZE },
+        ioWindow: { base: Q35.IO_BASE, size: Q35.IO_SIZE },
+        intxGsi: q35IntxGsi,
+      },
+    };
+  }
+  return {
+    name: `qemu:${cfg.name}`,
+    ram,
+    dma,
+    irqIntercept: 'ioapic',
+    mmioSlots: Array.from({ length: MICROVM.MMIO_SLOTS }, (_, i) => ({ base: MICROVM.MMIO_BASE + i * MICROVM.MMIO_STRIDE, size: MICROVM.MMIO_STRIDE, gsi: MICROVM.GSI_BASE + i })),
+  };
+}
+
+/** q35 firmware duty: map ECAM (MCH PCIEXBAR, config offset 0x60: base | enable, 256 buses). */
+function enableQ35Ecam(p: QtestPlatform): void {
+  p.pioWrite(0xcf8, 4, 0x8000_0060);
+  p.pioWrite(0xcfc, 4, (Q35.ECAM_BASE | 1) >>> 0);
+  p.pioWrite(0xcf8, 4, 0x8000_0064);
+  p.pioWrite(0xcfc, 4, 0);
+  const id = p.mmioRead(Q35.ECAM_BASE, 4);
+  if ((id & 0xffff) !== 0x8086) throw new QemuStartError('qemu.ecam', 'ECAM did not appear after programming PCIEXBAR', { expected: 'Intel vendor id 0x8086 at 00:00.0', seen: `0x${id.toString(16)}` });
+}
+
+export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Promise<QemuSession> {
+  const qemu = findQemu(opts.qemu);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-qemu-'));
+  const cleanupDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
+  let chan: SyncChannel | undefined;
+  let proc: ChildProcess | undefined;
+  let outFd: number | undefined;
+  const readOutput = (): string => {
+    if (outFd === undefined) return '';
+    try {
+      const st = fs.fstatSync(outFd);
+      const n = Math.min(st.size, 64 * 1024);
+      const b = Buffer.alloc(n);
+      fs.readSync(outFd, b, 0, n, Math.max(0, st.size - n));
+      return b.toString('utf8');
+    } catch {
+      return '';
+    }
+  };
+  const kill = (): void => {
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      try {
+        proc.kill('SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  };
+  try {
+    const bios = path.join(dir, 'bios.bin');
+    fs.writeFileSync(bios, biosImage());
+    const disks: string[] = [];
+    cfg.devices.forEach((d, i) => {
+      if (d.kind !== 'blk') return;
+      const f = path.join(dir, `disk${i}.img`);
+      fs.writeFileSync(f, '');
+      fs.truncateSync(f, opts.diskBytes ?? 8 << 20);
+      disks.push(f);
+    });
+    const socket = path.join(dir, 'qtest.sock');
+    chan = new SyncChannel(socket, opts.replyTimeoutMs !== undefined ? { timeoutMs: opts.replyTimeoutMs } : {});
+    await chan.ready();
+    const args = [...qemuArgs(cfg, { bios, socket, disks }), ...(opts.extraArgs ?? [])];
+    const netArgs = await bindLoopbackPorts(args);
+    const outFile = path.join(dir, 'qemu.out');
+    outFd = fs.openSync(outFile, 'w+');
+    const usePdeath = fs.existsSync('/usr/bin/setpriv') || fs.existsSync('/bin/setpriv');
+    const [cmd, argv] = usePdeath ? ['setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...netArgs]] : [qemu, netArgs];
+    installExitHook();
+    proc = spawn(cmd, argv, { stdio: ['ignore', outFd, outFd] });
+    live.add(proc);
+    const p = proc;
+    const exited = new Promise<string>((resolve) => {
+      p.once('exit', (code, sig) => {
+        live.delete(p);
+        resolve(`QEMU exited (${sig ? `signal ${sig}` : `status ${code}`}) before pvkit could connect`);
+      });
+      p.once('error', (e) => resolve(`cannot run ${qemu}: ${e.message}`));
+    });
+    try {
+      await chan.waitConnected(opts.startTimeoutMs ?? 30_000, exited);
+    } catch (e) {
+      // give QEMU's output a moment to land in the file
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 200))]);
+      const out = readOutput().trim();
+      throw new QemuStartError('qemu.start', `${(e as Error).message}${out ? `: ${out}` : ''}`, { seen: `${qemu} ${netArgs.join(' ')}` });
+    }
+    chan.stopListening();
+    let platform: QtestPlatform;
+    try {
+      // the first answer comes from QEMU's main loop, i.e. after every device is realized
+      platform = new QtestPlatform(chan, { ...platformOptions(cfg), ...(opts.minWaitNs !== undefined ? { minWaitNs: opts.minWaitNs } : {}) });
+    } catch (e) {
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      const out = readOutput().trim();
+      throw new QemuStartError('qemu.start', out ? `QEMU failed to start: ${out}` : `QEMU failed to start: ${(e as Error).message}`, { seen: `${qemu} ${netArgs.join(' ')}` });
+    }
+    // QEMU has opened everything it needs: nothing is left behind even if pvkit is killed
+    cleanupDir();
+    if (cfg.machine === 'q35') enableQ35Ecam(platform);
+    let closed = false;
+    const c = chan;
+    const fd = outFd;
+    return {
+      config: cfg,
+      platform,
+      pid: p.pid!,
+      args: netArgs,
+      output: readOutput,
+      async close() {
+        if (closed) return;
+        closed = true;
+        kill();
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+        live.delete(p);
+        await c.close();
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // closed
+        }
+      },
+    };
+  } catch (e) {
+    kill();
+    if (proc) live.delete(proc);
+    await chan?.close();
+    if (outFd !== undefined) fs.closeSync(outFd);
+    cleanupDir();
+    if (e instanceof PvkitError) throw e;
+    throw new QemuStartError('qemu.start', `cannot start QEMU: ${(e as Error).message}`);
+  }
+}
+
+/** Give every `udp=127.0.0.1:0` netdev a free port, looped back to itself. */
+async function bindLoopbackPorts(args: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const a of args) {
+    if (/^socket,id=[^,]+,udp=127\.0\.0\.1:0$/.test(a)) {
+      const port = await freeUdpPort();
+      out.push(a.replace(/udp=127\.0\.0\.1:0$/, `udp=127.0.0.1:${port},localaddr=127.0.0.1:${port}`));
+    } else out.push(a);
+  }
+  return out;
+}
+
+async function freeUdpPort(): Promise<number> {
+  const dgram = await import('node:dgram');
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+}
