@@ -39,7 +39,9 @@ export interface QemuSession {
   readonly args: readonly string[];
   /** What QEMU wrote to stdout/stderr so far. */
   output(): string;
-  /** Kill QEMU and release everything (idempotent). */
+  /** False once QEMU has exited or the session was closed. */
+  readonly alive: boolean;
+  /** Kill QEMU and release everything (idempotent; the promise settles when the channel has stopped). */
   close(): Promise<void>;
 }
 
@@ -127,7 +129,27 @@ function enableQ35Ecam(p: QtestPlatform): void {
   if ((id & 0xffff) !== 0x8086) throw new QemuStartError('qemu.ecam', 'ECAM did not appear after programming PCIEXBAR', { expected: 'Intel vendor id 0x8086 at 00:00.0', seen: `0x${id.toString(16)}` });
 }
 
-export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Promise<QemuSession> {
+/** True when `pid` has exited (a zombie counts: it is only waiting to be reaped). */
+function exitedPid(pid: number): boolean {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return / [ZX] /.test(st.slice(st.lastIndexOf(')')));
+  } catch {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+}
+
+/**
+ * Start QEMU and connect, synchronously (the qtest socket lives in a worker thread, so this
+ * thread may block): usable where the caller cannot await, such as a conformance target's
+ * newDevice. Throws QemuNotFoundError (no binary) or QemuStartError (with QEMU's own output).
+ */
+export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuSession {
   const qemu = findQemu(opts.qemu);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-qemu-'));
   const cleanupDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
@@ -147,7 +169,7 @@ export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Pro
     }
   };
   const kill = (): void => {
-    if (proc && proc.exitCode === null && proc.signalCode === null) {
+    if (proc?.pid !== undefined && !exitedPid(proc.pid)) {
       try {
         proc.kill('SIGKILL');
       } catch {
@@ -155,6 +177,13 @@ export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Pro
       }
     }
   };
+  const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+  /** Wait (blocking, at most `ms`) for QEMU to exit, so that its last words are in the file. */
+  const awaitExit = (ms: number): void => {
+    const end = Date.now() + ms;
+    while (proc?.pid !== undefined && !exitedPid(proc.pid) && Date.now() < end) Atomics.wait(sleepCell, 0, 0, 10);
+  };
+  let cmdline = '';
   try {
     const bios = path.join(dir, 'bios.bin');
     fs.writeFileSync(bios, biosImage());
@@ -168,41 +197,30 @@ export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Pro
     });
     const socket = path.join(dir, 'qtest.sock');
     chan = new SyncChannel(socket, opts.replyTimeoutMs !== undefined ? { timeoutMs: opts.replyTimeoutMs } : {});
-    await chan.ready();
-    const args = [...qemuArgs(cfg, { bios, socket, disks }), ...(opts.extraArgs ?? [])];
-    const netArgs = await bindLoopbackPorts(args);
-    const outFile = path.join(dir, 'qemu.out');
-    outFd = fs.openSync(outFile, 'w+');
+    chan.readySync();
+    const args = withLoopbackPorts([...qemuArgs(cfg, { bios, socket, disks }), ...(opts.extraArgs ?? [])]);
+    cmdline = `${qemu} ${args.join(' ')}`;
+    outFd = fs.openSync(path.join(dir, 'qemu.out'), 'w+');
     const usePdeath = fs.existsSync('/usr/bin/setpriv') || fs.existsSync('/bin/setpriv');
-    const [cmd, argv] = usePdeath ? ['setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...netArgs]] : [qemu, netArgs];
+    const [cmd, argv] = usePdeath ? ['setpriv', ['--pdeathsig', 'KILL', '--', qemu, ...args]] : [qemu, args];
     installExitHook();
     proc = spawn(cmd, argv, { stdio: ['ignore', outFd, outFd] });
-    live.add(proc);
     const p = proc;
-    const exited = new Promise<string>((resolve) => {
-      p.once('exit', (code, sig) => {
-        live.delete(p);
-        resolve(`QEMU exited (${sig ? `signal ${sig}` : `status ${code}`}) before pvkit could connect`);
-      });
-      p.once('error', (e) => resolve(`cannot run ${qemu}: ${e.message}`));
-    });
-    try {
-      await chan.waitConnected(opts.startTimeoutMs ?? 30_000, exited);
-    } catch (e) {
-      // give QEMU's output a moment to land in the file
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 200))]);
-      const out = readOutput().trim();
-      throw new QemuStartError('qemu.start', `${(e as Error).message}${out ? `: ${out}` : ''}`, { seen: `${qemu} ${netArgs.join(' ')}` });
-    }
-    chan.stopListening();
+    live.add(p);
+    p.once('exit', () => live.delete(p));
+    p.once('error', () => live.delete(p));
+    if (p.pid === undefined) throw new QemuStartError('qemu.start', `cannot run ${cmd}`, { seen: cmdline });
+    const pid = p.pid;
     let platform: QtestPlatform;
     try {
+      chan.waitConnectedSync(opts.startTimeoutMs ?? 30_000, () => (exitedPid(pid) ? 'QEMU exited before pvkit could connect' : undefined));
+      chan.stopListening();
       // the first answer comes from QEMU's main loop, i.e. after every device is realized
       platform = new QtestPlatform(chan, { ...platformOptions(cfg), ...(opts.minWaitNs !== undefined ? { minWaitNs: opts.minWaitNs } : {}) });
     } catch (e) {
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      awaitExit(2000);
       const out = readOutput().trim();
-      throw new QemuStartError('qemu.start', out ? `QEMU failed to start: ${out}` : `QEMU failed to start: ${(e as Error).message}`, { seen: `${qemu} ${netArgs.join(' ')}` });
+      throw new QemuStartError('qemu.start', out ? `QEMU failed to start: ${out}` : `QEMU failed to start: ${(e as Error).message}`, { seen: cmdline });
     }
     // QEMU has opened everything it needs: nothing is left behind even if pvkit is killed
     cleanupDir();
@@ -213,54 +231,55 @@ export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Pro
     return {
       config: cfg,
       platform,
-      pid: p.pid!,
-      args: netArgs,
+      pid,
+      args,
       output: readOutput,
-      async close() {
-        if (closed) return;
+      get alive() {
+        return !closed && !exitedPid(pid);
+      },
+      close() {
+        if (closed) return Promise.resolve();
         closed = true;
         kill();
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
         live.delete(p);
-        await c.close();
         try {
           fs.closeSync(fd);
         } catch {
           // closed
         }
+        return c.close();
       },
     };
   } catch (e) {
     kill();
     if (proc) live.delete(proc);
-    await chan?.close();
+    void chan?.close();
     if (outFd !== undefined) fs.closeSync(outFd);
     cleanupDir();
     if (e instanceof PvkitError) throw e;
-    throw new QemuStartError('qemu.start', `cannot start QEMU: ${(e as Error).message}`);
+    throw new QemuStartError('qemu.start', `cannot start QEMU: ${(e as Error).message}`, { seen: cmdline });
   }
 }
 
-/** Give every `udp=127.0.0.1:0` netdev a free port, looped back to itself. */
-async function bindLoopbackPorts(args: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const a of args) {
-    if (/^socket,id=[^,]+,udp=127\.0\.0\.1:0$/.test(a)) {
-      const port = await freeUdpPort();
-      out.push(a.replace(/udp=127\.0\.0\.1:0$/, `udp=127.0.0.1:${port},localaddr=127.0.0.1:${port}`));
-    } else out.push(a);
-  }
-  return out;
+/** launchQemuSync for callers that can await (lets the event loop reap and log in between). */
+export async function launchQemu(cfg: QemuConfig, opts: LaunchOptions = {}): Promise<QemuSession> {
+  return launchQemuSync(cfg, opts);
 }
 
-async function freeUdpPort(): Promise<number> {
-  const dgram = await import('node:dgram');
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
+/** Give every `udp=127.0.0.1:0` netdev a port of its own, looped back to itself. */
+function withLoopbackPorts(args: readonly string[]): string[] {
+  return args.map((a) => {
+    if (!/^socket,id=[^,]+,udp=127\.0\.0\.1:0$/.test(a)) return a;
+    const port = pickUdpPort();
+    return a.replace(/udp=127\.0\.0\.1:0$/, `udp=127.0.0.1:${port},localaddr=127.0.0.1:${port}`);
   });
+}
+
+let nextPort = 0;
+/** A UDP port for a loopback netdev: spread over a high range by pid, then sequential. */
+function pickUdpPort(): number {
+  if (nextPort === 0) nextPort = 20000 + ((process.pid * 7919) % 20000);
+  const p = nextPort;
+  nextPort = nextPort >= 39999 ? 20000 : nextPort + 1;
+  return p;
 }

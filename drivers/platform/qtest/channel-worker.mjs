@@ -14,6 +14,7 @@ const { socketPath, signal, port } = workerData;
 const flag = new Int32Array(signal);
 
 let sock = null;
+let listening = false;
 let closedReason = null;
 let inbuf = '';
 /** @type {{ n: number, lines: string[] } | null} */
@@ -83,14 +84,26 @@ const server = net.createServer((s) => {
   });
   parentPort.postMessage({ type: 'connected' });
 });
-server.on('error', (e) => parentPort.postMessage({ type: 'error', error: e.message }));
-server.listen(socketPath, () => parentPort.postMessage({ type: 'listening' }));
+let listenError = null;
+server.on('error', (e) => {
+  listenError = e.message;
+  parentPort.postMessage({ type: 'error', error: e.message });
+});
+server.listen(socketPath, () => {
+  listening = true;
+  parentPort.postMessage({ type: 'listening' });
+});
 
 port.on('message', (m) => {
   if (m.op === 'close') {
     server.close();
     if (sock) sock.destroy();
     port.close();
+    return;
+  }
+  if (m.op === 'status') {
+    // for callers that wait synchronously: where the connection stands
+    reply({ ok: true, lines: [listenError ? `error ${listenError}` : sock ? 'connected' : listening ? 'listening' : 'starting'], irqs: [] });
     return;
   }
   if (m.op === 'unlink-listener') {

@@ -140,6 +140,43 @@ export class SyncChannel {
     return { lines: rep.lines, irqs: rep.irqs };
   }
 
+  /** Where the connection stands, asked of the worker synchronously. */
+  status(): 'starting' | 'listening' | 'connected' | string {
+    const rep = this.request({ op: 'status' });
+    return rep.ok ? rep.lines[0]! : rep.error;
+  }
+
+  /**
+   * Block until the socket listens (for synchronous launchers; `ready()` is the async form).
+   * Throws QtestChannelError when listening failed, TimeoutError after `timeoutMs`.
+   */
+  readySync(timeoutMs = 10_000): void {
+    this.waitStatus((s) => s === 'listening' || s === 'connected', timeoutMs, 'the qtest socket to listen', () => undefined);
+  }
+
+  /**
+   * Block until the peer connects. `dead()` is asked between polls and returns why the peer can
+   * no longer connect (it exited), or undefined.
+   */
+  waitConnectedSync(timeoutMs: number, dead: () => string | undefined): void {
+    this.waitStatus((s) => s === 'connected', timeoutMs, 'the qtest peer to connect', dead);
+    this.state = 'connected';
+  }
+
+  private waitStatus(ok: (s: string) => boolean, timeoutMs: number, what: string, dead: () => string | undefined): void {
+    const end = Date.now() + timeoutMs;
+    const cell = new Int32Array(new SharedArrayBuffer(4));
+    for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+      const s = this.status();
+      if (ok(s)) return;
+      if (s.startsWith('error ')) throw new QtestChannelError('qtest.listen', `cannot listen on ${this.socketPath}: ${s.slice(6)}`);
+      const why = dead();
+      if (why !== undefined) throw new QtestChannelError('qtest.connect', why);
+      if (Date.now() >= end) throw new TimeoutError('qtest.connect', `timed out waiting for ${what}`, { expected: `within ${timeoutMs} ms`, seen: s });
+      Atomics.wait(cell, 0, 0, delay);
+    }
+  }
+
   /** Stop accepting connections (removes the socket path) once the peer is connected. */
   stopListening(): void {
     this.request({ op: 'unlink-listener' });
@@ -150,15 +187,19 @@ export class SyncChannel {
     return this.closeReason ?? this.broken;
   }
 
-  async close(): Promise<void> {
+  /** Close the connection and stop the worker (the returned promise settles when it has stopped). */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
     try {
       this.port.postMessage({ op: 'close' });
     } catch {
       // already closed
     }
     this.port.close();
-    await this.worker.terminate();
+    this.closing = this.worker.terminate().then(() => undefined);
+    return this.closing;
   }
+  private closing: Promise<void> | undefined;
 }
 
 function describe(text: string | undefined): string {
