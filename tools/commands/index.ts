@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { demoCommand } from './demo.ts';
+import { qemuCommand } from './qemu.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, qemuCommand];
