@@ -84,7 +84,9 @@ export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string;
       // loop frames back: a UDP socket netdev whose peer is its own address
       const id = `net${nic}`;
       a.push('-netdev', `socket,id=${id},udp=127.0.0.1:0`);
-      a.push('-device', `virtio-net-${bus},netdev=${id},mac=52:54:00:12:34:${(0x56 + nic).toString(16)}${addr}${props}`);
+      // romfile= : no option ROM (nothing boots; and ipxe need not be installed)
+      const rom = cfg.machine === 'q35' ? ',romfile=' : '';
+      a.push('-device', `virtio-net-${bus},netdev=${id},mac=52:54:00:12:34:${(0x56 + nic).toString(16)}${addr}${rom}${props}`);
       nic++;
     }
   }
