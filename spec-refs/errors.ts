@@ -56,3 +56,9 @@ export class UsageError extends PvkitError {}
 export function hex(n: number, width = 0): string {
   return '0x' + n.toString(16).padStart(width, '0');
 }
+
+/** Feature negotiation failed: the device refused FEATURES_OK, or lacks a feature the driver cannot do without. */
+export class NegotiationError extends PvkitError {}
+
+/** The device set DEVICE_NEEDS_RESET: it cannot go on until the driver resets it. */
+export class DeviceNeedsResetError extends PvkitError {}

@@ -84,4 +84,9 @@ export interface VirtioDeviceModel {
   queueNotify(index: number): void;
   /** Device reset: drop all state tied to the driver (the backing store stays). */
   reset(): void;
+  /**
+   * Optional: queue `index` was reset on its own (VIRTIO_F_RING_RESET). The core has already
+   * detached the ring; drop requests tied to it. Models that never offer RING_RESET omit it.
+   */
+  queueReset?(index: number): void;
 }

@@ -1,7 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { demoCommand } from './demo.ts';
 import { qemuCommand } from './qemu.ts';
+import { conformanceCommand } from './conformance.ts';
+import { specCommand } from './spec.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand, qemuCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, conformanceCommand, specCommand, qemuCommand];

@@ -1,0 +1,408 @@
+/**
+ * Driver-side device initialisation and operation, over any VirtioTransport (content.tex,
+ * "Device Initialization"; status_init.driver.6):
+ *
+ *   reset -> ACKNOWLEDGE -> DRIVER -> read features -> write the chosen subset -> FEATURES_OK,
+ *   re-read it -> (driver checks config) -> set up queues -> DRIVER_OK
+ *
+ * On any failure the driver sets FAILED (status_init.driver.10) and stops. Every wait is bounded
+ * and ends in a TimeoutError; a device that sets DEVICE_NEEDS_RESET produces a
+ * DeviceNeedsResetError from the next wait. Config reads go through the generation loop
+ * (config_space.driver.2) with bounded retries.
+ */
+import type { GuestPlatform } from './platform.ts';
+import type { Virtqueue } from './virtqueue.ts';
+import type { InterruptCause, QueueAddresses, VirtioTransport } from '../transport/transport.ts';
+import { SplitVirtqueue } from './split.ts';
+import { DeviceMisbehaviourError, DeviceNeedsResetError, NegotiationError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
+import { F, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
+
+// ------------------------------------------------------------------ virtqueue layouts
+
+/** What a ring implementation needs to build a driver-side queue. */
+export interface VirtqueueArgs {
+  readonly platform: GuestPlatform;
+  readonly index: number;
+  readonly size: number;
+  readonly features: bigint;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly indirectThreshold?: number;
+  readonly legacyAlign?: number;
+  readonly notify: () => void;
+}
+
+export type QueueWithAddresses = Virtqueue<unknown> & { readonly addresses: QueueAddresses };
+
+export interface VirtqueueLayout {
+  readonly name: 'split' | 'packed';
+  /** The size to use given the device's maximum and the driver's cap (split: a power of two). */
+  chooseSize(max: number, cap: number): number;
+  create(args: VirtqueueArgs): QueueWithAddresses;
+}
+
+const splitVq: VirtqueueLayout = {
+  name: 'split',
+  chooseSize(max: number, cap: number): number {
+    const n = Math.min(max, cap, Split.MAX_SIZE);
+    let p = 1;
+    while (p * 2 <= n) p *= 2;
+    return n >= 1 ? p : 0;
+  },
+  create(a: VirtqueueArgs): QueueWithAddresses {
+    return new SplitVirtqueue(a.platform.mem, a.platform.dma, { index: a.index, size: a.size, eventIdx: a.eventIdx, indirect: a.indirect, indirectThreshold: a.indirectThreshold, legacyAlign: a.legacyAlign, notify: a.notify });
+  },
+};
+
+const vqLayouts = new Map<'split' | 'packed', VirtqueueLayout>([['split', splitVq]]);
+
+/** Install a driver-side ring layout (drivers/core/packed.ts registers 'packed'). */
+export function registerVirtqueueLayout(layout: VirtqueueLayout): void {
+  vqLayouts.set(layout.name, layout);
+}
+
+// ------------------------------------------------------------------ interrupts
+
+type VectorHandler = (vector: number) => void;
+
+/**
+ * Routes interrupt vectors to the drivers that own them, one per platform: while one driver waits,
+ * interrupts of other devices are still handled (acknowledged) by their own drivers.
+ */
+export class InterruptDispatcher {
+  private static readonly byPlatform = new WeakMap<GuestPlatform, InterruptDispatcher>();
+  private readonly handlers = new Map<number, Set<VectorHandler>>();
+  /** Interrupts taken with no handler (acknowledged with an EOI only). */
+  unhandled = 0;
+  /** Upper bound on interrupts taken in one wait (an interrupt storm ends in a TimeoutError too). */
+  maxInterruptsPerWait = 1_000_000;
+
+  private constructor(private readonly p: GuestPlatform) {}
+
+  static for(p: GuestPlatform): InterruptDispatcher {
+    let d = InterruptDispatcher.byPlatform.get(p);
+    if (!d) {
+      d = new InterruptDispatcher(p);
+      InterruptDispatcher.byPlatform.set(p, d);
+    }
+    return d;
+  }
+
+  register(vector: number, h: VectorHandler): () => void {
+    let s = this.handlers.get(vector);
+    if (!s) this.handlers.set(vector, (s = new Set()));
+    s.add(h);
+    return () => void s.delete(h);
+  }
+
+  dispatch(vector: number): void {
+    const s = this.handlers.get(vector);
+    try {
+      if (s && s.size) for (const h of [...s]) h(vector);
+      else this.unhandled++;
+    } finally {
+      this.p.irq.eoi(vector);
+    }
+  }
+
+  /** Handle every interrupt already pending; returns how many. */
+  poll(): number {
+    let n = 0;
+    for (let v = this.p.irq.poll(); v !== null && n < this.maxInterruptsPerWait; v = this.p.irq.poll()) {
+      this.dispatch(v);
+      n++;
+    }
+    return n;
+  }
+
+  /** Wait (halting) until `done()` holds, handling interrupts as they come; TimeoutError after `timeoutNs`. */
+  waitUntil(done: () => boolean, timeoutNs: number, what: string): void {
+    const p = this.p;
+    const deadline = p.now() + timeoutNs;
+    let taken = 0;
+    for (;;) {
+      if (done()) return;
+      const remaining = deadline - p.now();
+      if (remaining <= 0 || taken >= this.maxInterruptsPerWait) break;
+      const v = p.irq.wait(remaining);
+      if (v !== null) {
+        taken++;
+        this.dispatch(v);
+      }
+    }
+    if (done()) return;
+    throw new TimeoutError('wait.timeout', `timed out waiting for ${what}`, { expected: `within ${timeoutNs} ns`, seen: taken >= this.maxInterruptsPerWait ? `${taken} interrupts and no progress` : 'nothing' });
+  }
+}
+
+// ------------------------------------------------------------------ the device
+
+export interface DeviceInitOptions {
+  /** Feature bits the driver understands and wants (device-specific and core bits). */
+  readonly features: bigint;
+  /** Queues to set up: a count (0..n-1) or a list of indices. Default 1. */
+  readonly queues?: number | readonly number[];
+  /** Queues that may be absent (QueueSizeMax 0) without failing initialisation. */
+  readonly optionalQueues?: readonly number[];
+  /** Upper bound on queue sizes (default 256). */
+  readonly queueSize?: number;
+  /** Indirect tables for buffers of at least this many elements, when negotiated (default 2; Infinity: never). */
+  readonly indirectThreshold?: number;
+  /** Bound of every wait, in target ns (default 1 s). */
+  readonly timeoutNs?: number;
+  /** Bound of config-generation retries (default 32). */
+  readonly configRetries?: number;
+  /**
+   * Runs after FEATURES_OK and before queue setup (status_init.driver.7): read the configuration and
+   * throw if the driver cannot drive this device. The device is then marked FAILED.
+   */
+  readonly check?: (dev: VirtioDriverDevice) => void;
+}
+
+/**
+ * A virtio device being driven: the transport, the negotiated features and the queues. Device
+ * drivers (blk, net) build on it.
+ */
+export class VirtioDriverDevice {
+  readonly platform: GuestPlatform;
+  readonly transport: VirtioTransport;
+  /** Features offered by the device, and the subset negotiated. */
+  offered = 0n;
+  features = 0n;
+  readonly queues = new Map<number, QueueWithAddresses>();
+  readonly timeoutNs: number;
+  readonly configRetries: number;
+  readonly dispatcher: InterruptDispatcher;
+  /** Counts, for tests and benchmarks. */
+  readonly stats = { interrupts: 0, usedInterrupts: 0, configInterrupts: 0, spuriousInterrupts: 0 };
+  private needsResetSeen = false;
+  private readonly configListeners: (() => void)[] = [];
+  private readonly usedListeners: (() => void)[] = [];
+  private unregister: (() => void)[] = [];
+  private live = false;
+
+  private constructor(platform: GuestPlatform, transport: VirtioTransport, opts: DeviceInitOptions) {
+    this.platform = platform;
+    this.transport = transport;
+    this.timeoutNs = opts.timeoutNs ?? 1_000_000_000;
+    this.configRetries = opts.configRetries ?? 32;
+    this.dispatcher = InterruptDispatcher.for(platform);
+  }
+
+  /** Initialise a device (status_init.driver.6). Throws (after setting FAILED) when it cannot be driven. */
+  static init(platform: GuestPlatform, transport: VirtioTransport, opts: DeviceInitOptions): VirtioDriverDevice {
+    const dev = new VirtioDriverDevice(platform, transport, opts);
+    try {
+      dev.initialise(opts);
+    } catch (e) {
+      dev.fail();
+      throw e;
+    }
+    return dev;
+  }
+
+  private initialise(opts: DeviceInitOptions): void {
+    const t = this.transport;
+    t.reset();
+    t.setStatus(Status.ACKNOWLEDGE);
+    t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+    const offered = t.deviceFeatures();
+    this.offered = offered;
+    // features.driver.1 / 4 / 5: accept only what is offered and understood
+    let wanted = opts.features;
+    if (!vqLayouts.has('packed')) wanted &= ~bit(F.RING_PACKED);
+    let chosen = wanted & offered;
+    if (t.legacy) {
+      chosen &= 0xffff_ffffn;
+    } else {
+      if (!hasFeature(offered, F.VERSION_1)) {
+        // features.driver.10: a modern transport without VERSION_1 is not a device we drive
+        throw new NegotiationError('features.no_version_1', 'device on a modern transport does not offer VIRTIO_F_VERSION_1', { statements: ['features.driver.10', 'features.device.6'], expected: 'bit 32 offered', seen: `0x${offered.toString(16)}` });
+      }
+      chosen |= bit(F.VERSION_1); // features.driver.9
+    }
+    t.setDriverFeatures(chosen);
+    this.features = chosen;
+    let status = Status.ACKNOWLEDGE | Status.DRIVER;
+    if (!t.legacy) {
+      status |= Status.FEATURES_OK;
+      t.setStatus(status);
+      // status_init.driver.9 / features.device.3: the device says no by leaving FEATURES_OK clear
+      const back = t.getStatus();
+      if (!(back & Status.FEATURES_OK)) {
+        throw new NegotiationError('features.refused', 'device did not accept the features (FEATURES_OK not set)', { statements: ['status_init.driver.9', 'status_init.driver.11'], expected: 'FEATURES_OK', seen: `status ${statusNames(back)} for features 0x${chosen.toString(16)}` });
+      }
+    }
+    opts.check?.(this);
+    const wantedQueues = typeof opts.queues === 'number' || opts.queues === undefined ? Array.from({ length: opts.queues ?? 1 }, (_, i) => i) : opts.queues;
+    const optional = new Set(opts.optionalQueues ?? []);
+    const layout = vqLayouts.get(hasFeature(chosen, F.RING_PACKED) ? 'packed' : 'split')!;
+    const cap = opts.queueSize ?? 256;
+    for (const i of wantedQueues) {
+      const max = t.queueMaxSize(i);
+      if (max === 0) {
+        if (optional.has(i)) continue;
+        throw new DeviceMisbehaviourError('queue.absent', `device has no queue ${i}`, { statements: ['mmio.driver.14'], expected: 'QueueSizeMax > 0', seen: '0' });
+      }
+      const size = layout.chooseSize(max, cap);
+      if (size < 1) throw new UsageError('queue.size', `no usable size for queue ${i}`, { seen: `max ${max}, cap ${cap}` });
+      const vq = layout.create({
+        platform: this.platform,
+        index: i,
+        size,
+        features: chosen,
+        eventIdx: hasFeature(chosen, F.EVENT_IDX),
+        indirect: hasFeature(chosen, F.INDIRECT_DESC),
+        indirectThreshold: opts.indirectThreshold,
+        legacyAlign: t.legacy ? t.legacyAlign : undefined,
+        notify: () => t.notify(i),
+      });
+      this.queues.set(i, vq);
+      t.setupQueue(i, vq.addresses);
+    }
+    for (const v of t.vectors) this.unregister.push(this.dispatcher.register(v, (vec) => this.onInterrupt(vec)));
+    status |= Status.DRIVER_OK;
+    t.setStatus(status);
+    this.live = true;
+    const after = t.getStatus();
+    if (after & Status.DEVICE_NEEDS_RESET) {
+      this.needsResetSeen = true;
+      throw new DeviceNeedsResetError('status.needs_reset', 'device set DEVICE_NEEDS_RESET during initialisation', { seen: statusNames(after) });
+    }
+    if (!(after & Status.DRIVER_OK)) {
+      throw new DeviceMisbehaviourError('status.driver_ok', 'DRIVER_OK did not stick', { statements: ['status_init.driver.1'], expected: 'DRIVER_OK set', seen: statusNames(after) });
+    }
+  }
+
+  private fail(): void {
+    try {
+      // status_init.driver.10: tell the device we gave up
+      this.transport.setStatus(this.transport.getStatus() | Status.FAILED);
+    } catch {
+      // the device is beyond reach; nothing more to do
+    }
+    this.release();
+  }
+
+  private release(): void {
+    this.live = false;
+    for (const u of this.unregister) u();
+    this.unregister = [];
+    for (const q of this.queues.values()) q.destroy();
+    this.queues.clear();
+  }
+
+  /** Queue `index`, typed with the driver's token type. */
+  queue<T>(index: number): Virtqueue<T> {
+    const q = this.queues.get(index);
+    if (!q) throw new UsageError('queue.none', `queue ${index} was not set up`);
+    return q as Virtqueue<T>;
+  }
+
+  get needsReset(): boolean {
+    return this.needsResetSeen;
+  }
+
+  onConfigChange(fn: () => void): void {
+    this.configListeners.push(fn);
+  }
+
+  onUsed(fn: () => void): void {
+    this.usedListeners.push(fn);
+  }
+
+  /** The interrupt handler: read and acknowledge the cause, then look at status on a config change. */
+  private onInterrupt(vector: number): void {
+    this.stats.interrupts++;
+    if (!this.live) {
+      this.stats.spuriousInterrupts++;
+      return;
+    }
+    const cause: InterruptCause = this.transport.ackInterrupt(vector);
+    if (!cause.used && !cause.config) this.stats.spuriousInterrupts++; // split.driver.16: spurious is fine
+    if (cause.config) {
+      this.stats.configInterrupts++;
+      if (this.transport.getStatus() & Status.DEVICE_NEEDS_RESET) this.needsResetSeen = true;
+      for (const f of this.configListeners) f();
+    }
+    if (cause.used) {
+      this.stats.usedInterrupts++;
+      for (const f of this.usedListeners) f();
+    }
+  }
+
+  /** Handle pending interrupts without waiting. */
+  poll(): void {
+    this.dispatcher.poll();
+    this.throwIfNeedsReset();
+  }
+
+  private throwIfNeedsReset(): void {
+    if (this.needsResetSeen) throw new DeviceNeedsResetError('status.needs_reset', 'device needs a reset', { statements: ['status_init.driver.4'], seen: statusNames(this.transport.getStatus()) });
+  }
+
+  /**
+   * Wait until `done()` holds, handling interrupts. Bounded: TimeoutError after `timeoutNs`
+   * (default: the device's). A device that set DEVICE_NEEDS_RESET makes it throw DeviceNeedsResetError.
+   */
+  waitUntil(done: () => boolean, what: string, timeoutNs = this.timeoutNs): void {
+    this.throwIfNeedsReset();
+    let ok = false;
+    // done() is called once per check: it may consume (e.g. getUsed)
+    this.dispatcher.waitUntil(() => (ok = done()) || this.needsResetSeen, timeoutNs, what);
+    if (!ok) this.throwIfNeedsReset();
+  }
+
+  /** Wait for the next used buffer of queue `index`. */
+  waitUsed<T>(index: number, timeoutNs = this.timeoutNs): { token: T; len: number } {
+    const q = this.queue<T>(index);
+    let u = q.getUsed();
+    if (u) return u;
+    this.waitUntil(() => (u = q.getUsed()) !== null, `a used buffer on queue ${index}`, timeoutNs);
+    return u!;
+  }
+
+  // ---------------------------------------------------------------- config space
+
+  /**
+   * Read config fields consistently (config_space.driver.2): repeat while the generation changes,
+   * at most `configRetries` times.
+   */
+  readConfigStable<T>(read: (t: VirtioTransport) => T): T {
+    const t = this.transport;
+    let last = 0;
+    for (let i = 0; i < this.configRetries; i++) {
+      const before = t.configGeneration();
+      const v = read(t);
+      last = t.configGeneration();
+      if (before === last) return v;
+    }
+    throw new DeviceMisbehaviourError('config.generation', 'config generation never settled', { statements: ['config_space.driver.2'], expected: `two equal generation reads within ${this.configRetries} tries`, seen: `still changing (last ${hex(last)})` });
+  }
+
+  config8(off: number): number {
+    return this.readConfigStable((t) => t.readConfig(off, 1));
+  }
+
+  config16(off: number): number {
+    return this.readConfigStable((t) => t.readConfig(off, 2));
+  }
+
+  config32(off: number): number {
+    return this.readConfigStable((t) => t.readConfig(off, 4));
+  }
+
+  /** A 64-bit field as two 32-bit reads inside one generation (mmio.driver.5). Exact below 2^53. */
+  config64(off: number): number {
+    return this.readConfigStable((t) => t.readConfig(off, 4) + t.readConfig(off + 4, 4) * 0x1_0000_0000);
+  }
+
+  /** Reset the device and release the queues (status_init.driver.14: the queues are not live after a reset). */
+  shutdown(): void {
+    try {
+      this.transport.reset();
+    } finally {
+      this.release();
+    }
+  }
+}
