@@ -26,6 +26,8 @@ export interface QemuConfig {
   readonly devices: readonly DeviceSpec[];
   /** Part of the CI smoke subset. */
   readonly smoke?: boolean;
+  /** Open the disk images read-only (virtio-blk then offers VIRTIO_BLK_F_RO). */
+  readonly readOnlyDisks?: boolean;
 }
 
 export const RAM_SIZE = 128 << 20;
@@ -66,8 +68,10 @@ export const CONFIGS: readonly QemuConfig[] = [
   { name: 'q35-net-mq', description: 'q35, virtio-net-pci with mq=on and 2 queue pairs', machine: 'q35', devices: [netPci('disable-legacy=on,mq=on,vectors=6')] },
   { name: 'microvm-blk', description: 'microvm, virtio-blk-device over virtio-mmio version 2', machine: 'microvm', mmioVersion: 2, devices: [{ kind: 'blk' }], smoke: true },
   { name: 'microvm-blk-legacy', description: 'microvm, virtio-blk-device over legacy virtio-mmio (version 1)', machine: 'microvm', mmioVersion: 1, devices: [{ kind: 'blk' }] },
+  { name: 'microvm-blk-packed', description: 'microvm, virtio-blk-device over virtio-mmio version 2 with packed rings', machine: 'microvm', mmioVersion: 2, devices: [{ kind: 'blk', props: 'packed=on' }] },
   { name: 'microvm-net', description: 'microvm, virtio-net-device over virtio-mmio version 2', machine: 'microvm', mmioVersion: 2, devices: [{ kind: 'net' }], smoke: true },
   { name: 'microvm-net-legacy', description: 'microvm, virtio-net-device over legacy virtio-mmio (version 1)', machine: 'microvm', mmioVersion: 1, devices: [{ kind: 'net' }] },
+  { name: 'microvm-net-packed', description: 'microvm, virtio-net-device over virtio-mmio version 2 with packed rings', machine: 'microvm', mmioVersion: 2, devices: [{ kind: 'net', props: 'packed=on' }] },
 ];
 
 export function findConfig(name: string): QemuConfig | undefined {
@@ -83,3 +87,45 @@ export function q35IntxGsi(bus: number, dev: number, _fn: number, pin: number): 
   if (bus !== 0 || dev >= 25 || pin < 1 || pin > 4) return -1;
   return 16 + (((dev + pin - 1) & 3) + 4);
 }
+
+export type Transport = 'mmio' | 'mmio-legacy' | 'pci' | 'pci-legacy';
+export type Ring = 'split' | 'packed';
+
+function propsOf(c: QemuConfig): string {
+  return c.devices.map((d) => d.props ?? '').join(',');
+}
+
+/** The virtio interfaces a configuration's device presents (a transitional PCI device has both). */
+export function transportsOf(c: QemuConfig): Transport[] {
+  if (c.machine === 'microvm') return [c.mmioVersion === 1 ? 'mmio-legacy' : 'mmio'];
+  return /disable-legacy=on/.test(propsOf(c)) ? ['pci'] : ['pci', 'pci-legacy'];
+}
+
+/** Ring layouts a configuration is for: packed=on configurations exist to exercise packed rings. */
+export function ringsOf(c: QemuConfig): Ring[] {
+  return /packed=on/.test(propsOf(c)) ? ['packed'] : ['split'];
+}
+
+export function devicesOf(c: QemuConfig): DeviceKind[] {
+  return [...new Set(c.devices.map((d) => d.kind))];
+}
+
+/**
+ * Which built-in configuration the conformance grid (device x transport x ring) runs on by
+ * default. Variations (event_idx=off, indirect_desc=off, num-queues, mq) run when named with
+ * --qemu-config.
+ */
+export const DEFAULT_GRID: Readonly<Record<string, string>> = {
+  'blk/pci/split': 'q35-blk-modern',
+  'blk/pci/packed': 'q35-blk-packed',
+  'blk/pci-legacy/split': 'q35-blk',
+  'blk/mmio/split': 'microvm-blk',
+  'blk/mmio/packed': 'microvm-blk-packed',
+  'blk/mmio-legacy/split': 'microvm-blk-legacy',
+  'net/pci/split': 'q35-net-modern',
+  'net/pci/packed': 'q35-net-packed',
+  'net/pci-legacy/split': 'q35-net',
+  'net/mmio/split': 'microvm-net',
+  'net/mmio/packed': 'microvm-net-packed',
+  'net/mmio-legacy/split': 'microvm-net-legacy',
+};

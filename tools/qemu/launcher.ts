@@ -77,7 +77,7 @@ export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string;
     const addr = cfg.machine === 'q35' && d.slot !== undefined ? `,addr=${d.slot}.0` : '';
     if (d.kind === 'blk') {
       const id = `disk${disk}`;
-      a.push('-drive', `if=none,id=${id},file=${files.disks[disk]},format=raw,file.locking=off`);
+      a.push('-drive', `if=none,id=${id},file=${files.disks[disk]},format=raw,file.locking=off${cfg.readOnlyDisks ? ',read-only=on' : ''}`);
       a.push('-device', `virtio-blk-${bus},drive=${id}${addr}${props}`);
       disk++;
     } else {
