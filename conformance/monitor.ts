@@ -47,6 +47,24 @@ export interface MonitorOptions {
   readonly rings?: boolean;
   /** Bytes of each device-readable buffer snapshotted to detect device writes (default 512 per segment). */
   readonly snapshotBytes?: number;
+  /**
+   * Called for every chain a driver makes available (after the monitor's own judgement), with its
+   * segments: device-specific judges (e.g. blk request rules) plug in here and report through
+   * `report`.
+   */
+  readonly onChain?: (chain: ObservedChain, report: (statement: string, message: string, expected?: string, seen?: string) => void) => void;
+}
+
+/** A chain as the driver made it available. */
+export interface ObservedChain {
+  readonly device: PlatformDevice;
+  readonly deviceId: number | undefined;
+  readonly queue: number;
+  readonly head: number;
+  readonly readable: readonly { addr: number; len: number }[];
+  readonly writable: readonly { addr: number; len: number }[];
+  /** Reads device config (side-effect free, muted): for judges that need config values. */
+  readonly config32: (offset: number) => number;
 }
 
 const DRIVER_BITS = Status.ACKNOWLEDGE | Status.DRIVER | Status.DRIVER_OK | Status.FEATURES_OK | Status.FAILED;
@@ -158,6 +176,10 @@ interface DevState {
   /** Interrupts delivered on this device's vector so far, and the count when the current wait began. */
   irqsTotal: number;
   irqsAtEnter: number;
+  /** irqsTotal when the driver last read InterruptStatus. */
+  irqsHandled: number;
+  /** irqsTotal when the driver last took an interrupt for this device's vector (wait/poll returned it). */
+  irqsTaken: number;
 }
 
 function u64(mem: Machine['mem'], gpa: number): number {
@@ -178,6 +200,7 @@ export class Monitor {
   private readonly max: number;
   private readonly ringsOn: boolean;
   private readonly snapBytes: number;
+  private readonly onChain: MonitorOptions['onChain'];
   /** What the monitor observed (to show a clean run really watched something). */
   readonly stats = { accesses: 0, chains: 0, used: 0, irqs: 0 };
   private muted = false;
@@ -189,6 +212,7 @@ export class Monitor {
     this.max = opts.max ?? 1000;
     this.ringsOn = opts.rings ?? true;
     this.snapBytes = opts.snapshotBytes ?? 512;
+    this.onChain = opts.onChain;
     this.undo.push(machine.bus.addListener((a) => this.onAccess(a)));
     machine.irq.addListener((vector) => this.onIrq(vector));
     const p = machine.platform;
@@ -198,11 +222,20 @@ export class Monitor {
     const self = this;
     irq.wait = function (timeoutNs: number) {
       self.enterDeviceTime();
+      let v: number | null = null;
       try {
-        return wait.call(irq, timeoutNs);
+        v = wait.call(irq, timeoutNs);
+        return v;
       } finally {
         self.leaveDeviceTime();
+        if (v !== null) self.taken(v);
       }
+    };
+    const poll = irq.poll;
+    irq.poll = function () {
+      const v = poll.call(irq);
+      if (v !== null) self.taken(v);
+      return v;
     };
     p.spin = function (ns: number) {
       self.enterDeviceTime();
@@ -213,6 +246,7 @@ export class Monitor {
       }
     };
     this.undo.push(() => {
+      irq.poll = poll;
       irq.wait = wait;
       p.spin = spin;
     });
@@ -298,6 +332,8 @@ export class Monitor {
           unacked: 0,
           irqsTotal: 0,
           irqsAtEnter: 0,
+          irqsHandled: 0,
+          irqsTaken: 0,
         };
         this.devs.set(pd.base, d);
         return d;
@@ -330,6 +366,10 @@ export class Monitor {
   }
 
   private onConfig(d: DevState, a: BusAccess, off: number): void {
+    // virtio-blk writeback (config offset 32) is meaningful only once FEATURES_OK is set
+    if (a.kind === 'read' && d.deviceId === DeviceType.BLOCK && off <= 32 && off + a.size > 32 && !d.featuresOkWritten && d.version !== 1) {
+      this.violate(d, 'blk.driver.4', 'driver', 'driver read the writeback config field before FEATURES_OK', 'FEATURES_OK first', statusNames(d.status));
+    }
     if (a.size === 8 || off % a.size !== 0) this.violate(d, 'mmio.driver.5', 'driver', `config space ${a.kind} of ${a.size} bytes at offset ${off}`, 'aligned 1-, 2- or 4-byte accesses', `${a.size} bytes at +${off}`);
     if (a.kind === 'write' && (d.status & Status.DRIVER) && !(d.status & Status.FEATURES_OK) && !d.featuresOkWritten) {
       this.violate(d, 'status_init.driver.8', 'driver', 'driver wrote device config during feature negotiation', 'no config writes before FEATURES_OK', `write at +${off} with status ${statusNames(d.status)}`);
@@ -399,6 +439,7 @@ export class Monitor {
       }
       case Mmio.INTERRUPT_STATUS:
         d.unacked |= v & 3;
+        d.irqsHandled = d.irqsTotal;
         break;
     }
   }
@@ -540,6 +581,7 @@ export class Monitor {
           }
         }
       }
+      if (this.acceptedHas(d, F.SR_IOV)) this.violate(d, 'features.driver.18', 'driver', 'driver accepted VIRTIO_F_SR_IOV on a virtio-mmio device (no PCI SR-IOV capability)');
       d.featuresOkWritten = true;
       d.negotiated = { indirect: this.acceptedHas(d, F.INDIRECT_DESC), eventIdx: this.acceptedHas(d, F.EVENT_IDX), packed: this.acceptedHas(d, F.RING_PACKED) };
     }
@@ -589,10 +631,19 @@ export class Monitor {
     }
   }
 
+  private taken(vector: number): void {
+    if (!this.active) return;
+    for (const d of this.devs.values()) if (d.pd.vector === vector) d.irqsTaken = d.irqsTotal;
+  }
+
   /** Entering a wait/spin: what changed since the last one was the driver's doing. */
   private enterDeviceTime(): void {
     if (!this.active) return;
     for (const d of this.devs.values()) {
+      if (d.irqsTaken > d.irqsHandled && d.driverOk) {
+        this.violate(d, 'mmio.driver.30', 'driver', 'driver took an interrupt of the device and did not read InterruptStatus before waiting again');
+        d.irqsHandled = d.irqsTaken;
+      }
       if (d.unacked) {
         this.violate(d, 'mmio.driver.32', 'driver', 'driver waits again without acknowledging the interrupt causes it read', 'InterruptACK of the handled bits', `unacknowledged 0x${d.unacked.toString(16)}`);
         d.unacked = 0;
@@ -674,6 +725,8 @@ export class Monitor {
       return null;
     }
     const descs: InFlight['descs'] = [];
+    const rsegs: { addr: number; len: number }[] = [];
+    const wsegs: { addr: number; len: number }[] = [];
     const readable: InFlight['readable'] = [];
     let writable = 0;
     let total = 0;
@@ -711,6 +764,9 @@ export class Monitor {
           return visit(addr, Math.min(n, r.size), 0, true);
         }
         total += len;
+        if (len > 0 && !mem.isRam(addr, len)) this.violate(d, 'features.driver.13', 'driver', `queue ${r.index}: descriptor ${i} of chain ${head} points outside guest RAM (no VIRTIO_F_ACCESS_PLATFORM)`, 'a guest-physical RAM address', `0x${addr.toString(16)}+${len}`);
+        if (flags & Split.DESC_F_WRITE) wsegs.push({ addr, len });
+        else rsegs.push({ addr, len });
         if (flags & Split.DESC_F_WRITE) {
           sawWritable = true;
           writable += len;
@@ -728,6 +784,10 @@ export class Monitor {
     };
     const ok = visit(r.desc, r.size, head, false);
     if (total > 0xffff_ffff) this.violate(d, 'split.driver.4', 'driver', `queue ${r.index}: chain from head ${head} is longer than 2^32 bytes`, '<= 4 GiB', String(total));
+    if (ok && this.onChain) {
+      const report = (statement: string, message: string, expected?: string, seen?: string) => this.violate(d, statement, 'driver', `queue ${r.index} chain ${head}: ${message}`, expected, seen);
+      this.onChain({ device: d.pd, deviceId: d.deviceId, queue: r.index, head, readable: rsegs, writable: wsegs, config32: (o) => this.peek(d, Mmio.CONFIG + o) }, report);
+    }
     return ok ? { head, writable, descs, readable } : null;
   }
 

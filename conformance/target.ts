@@ -16,6 +16,8 @@ export interface DeviceOptions {
   readonly queueMaxSize?: number;
   /** Restrict the features the device offers to these (where the target lets us choose). */
   readonly offerMask?: bigint;
+  /** Core feature bits to offer in addition to the defaults (e.g. RING_RESET), where the target lets us choose. */
+  readonly extraFeatures?: bigint;
   /** Device-kind specific knobs (e.g. blk: capacitySectors, readOnly). */
   readonly params?: Readonly<Record<string, unknown>>;
 }

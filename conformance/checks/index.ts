@@ -2,4 +2,6 @@
  * Every registered conformance check: importing a module here registers its defineCheck() calls.
  * Only checks reachable from this file count as "checked" in `pvkit spec coverage`.
  */
-export {};
+import './status.ts';
+import './features.ts';
+import './mmio.ts';
