@@ -17,10 +17,13 @@ export interface BlkBackend {
   readonly readOnly: boolean;
   /** True when the backend's data is persistent (a file): writes must reach it on flush. */
   readonly persistent: boolean;
-  /** Copy `dst.length` bytes at `offset` into `dst` (dst may be a view of guest memory). */
-  read(offset: number, dst: Uint8Array): void;
-  /** Store `src` at `offset` (src may be a view of guest memory). */
-  write(offset: number, src: Uint8Array): void;
+  /**
+   * Copy `len` bytes at disk `offset` into `dst[dstOffset..]`. `dst` is typically the bytes of a
+   * guest RAM region: passing the region and an offset avoids a view per request.
+   */
+  read(offset: number, dst: Uint8Array, dstOffset: number, len: number): void;
+  /** Store `src[srcOffset..srcOffset+len)` at disk `offset`. */
+  write(offset: number, src: Uint8Array, srcOffset: number, len: number): void;
   /** Make every completed write stable (fsync for a file). */
   flush(): void;
   /** Deallocate `len` bytes at `offset`; later reads of the range return zeroes here. */
@@ -64,11 +67,11 @@ export class RamDisk implements BlkBackend {
     return this.bytes;
   }
 
-  read(offset: number, dst: Uint8Array): void {
-    dst.set(this.bytes.subarray(offset, offset + dst.length));
+  read(offset: number, dst: Uint8Array, dstOffset: number, len: number): void {
+    dst.set(this.bytes.subarray(offset, offset + len), dstOffset);
   }
-  write(offset: number, src: Uint8Array): void {
-    this.bytes.set(src, offset);
+  write(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
+    this.bytes.set(src.subarray(srcOffset, srcOffset + len), offset);
   }
   flush(): void {}
   discard(offset: number, len: number): void {
@@ -126,21 +129,21 @@ export class FileDisk implements BlkBackend {
     return this._size;
   }
 
-  read(offset: number, dst: Uint8Array): void {
+  read(offset: number, dst: Uint8Array, dstOffset: number, len: number): void {
     let done = 0;
-    while (done < dst.length) {
-      const n = fs.readSync(this.fd, dst, done, dst.length - done, offset + done);
+    while (done < len) {
+      const n = fs.readSync(this.fd, dst, dstOffset + done, len - done, offset + done);
       if (n === 0) {
         // a file shorter than its nominal size (truncated behind our back): the rest reads as zeroes
-        dst.fill(0, done);
+        dst.fill(0, dstOffset + done, dstOffset + len);
         return;
       }
       done += n;
     }
   }
-  write(offset: number, src: Uint8Array): void {
+  write(offset: number, src: Uint8Array, srcOffset: number, len: number): void {
     let done = 0;
-    while (done < src.length) done += fs.writeSync(this.fd, src, done, src.length - done, offset + done);
+    while (done < len) done += fs.writeSync(this.fd, src, srcOffset + done, len - done, offset + done);
   }
   flush(): void {
     fs.fsyncSync(this.fd);
@@ -153,7 +156,7 @@ export class FileDisk implements BlkBackend {
     let done = 0;
     while (done < len) {
       const n = Math.min(ZERO_CHUNK.length, len - done);
-      this.write(offset + done, ZERO_CHUNK.subarray(0, n));
+      this.write(offset + done, ZERO_CHUNK, 0, n);
       done += n;
     }
   }

@@ -607,9 +607,8 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
       const mem = this.mem!;
       const r = mem.regionOf(s.addr, n);
       if (r) {
-        const o = s.addr - r.base;
-        backend.read(off + pos, r.bytes.subarray(o, o + n));
-      } else this.pieces(s.addr, n, pos, (v, p) => backend.read(off + p, v));
+        backend.read(off + pos, r.bytes, s.addr - r.base, n);
+      } else this.pieces(s.addr, n, pos, (v, p) => backend.read(off + p, v, 0, v.length));
       pos += n;
     }
     this.stats.bytesRead += dataLen;
@@ -636,7 +635,10 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
         continue;
       }
       const n = Math.min(s.len - skip, dataLen - pos);
-      this.pieces(s.addr + skip, n, pos, (v, p) => backend.write(off + p, v));
+      const a = s.addr + skip;
+      const r = this.mem!.regionOf(a, n);
+      if (r) backend.write(off + pos, r.bytes, a - r.base, n);
+      else this.pieces(a, n, pos, (v, p) => backend.write(off + p, v, 0, v.length));
       pos += n;
       skip = 0;
     }

@@ -154,7 +154,7 @@ export class SplitDeviceQueue implements CoreQueue {
     }
     const head = this.av.getUint16(this.aOff + 4 + 2 * (last & this.mask), true);
     if (head >= this.size) {
-      return this.fail('split.head_range', 'available ring entry out of range', ['split.device.1'], `< ${this.size}`, String(head));
+      return this.fail('split.head_range', 'available ring entry out of range', [], `< ${this.size}`, String(head));
     }
     if (this.inFlight[head]) {
       return this.fail('split.head_twice', 'head made available again while still in flight', ['status_init.driver.13'], 'a head that was completed', `head ${head} in flight`);
@@ -207,13 +207,13 @@ export class SplitDeviceQueue implements CoreQueue {
         if (inIndirect) return this.fail('split.indirect_nested', 'indirect descriptor inside an indirect table', ['split.driver.7']);
         if (!this.indirectOk) return this.fail('split.indirect_unnegotiated', 'indirect descriptor without VIRTIO_F_INDIRECT_DESC', ['split.driver.6']);
         if (flags & Split.DESC_F_NEXT) return this.fail('split.indirect_next', 'descriptor with both INDIRECT and NEXT', ['split.driver.9']);
-        if (len === 0 || len % 16 !== 0) return this.fail('split.indirect_len', 'indirect table length is not a positive multiple of 16', ['split.driver.7'], 'n * 16, n >= 1', String(len));
+        if (len === 0 || len % 16 !== 0) return this.fail('split.indirect_len', 'indirect table length is not a positive multiple of 16', [], 'n * 16, n >= 1', String(len));
         const n = len / 16;
         if (n > MAX_INDIRECT_ENTRIES) return this.fail('split.indirect_size', 'indirect table too large', ['split.device.2', 'split.driver.8'], `at most ${MAX_INDIRECT_ENTRIES} entries`, String(n));
-        if (hi >= 0x20_0000) return this.fail('split.addr_range', 'indirect table outside guest RAM', ['split.device.1'], 'an address in RAM', `hi=${hex(hi)}`);
+        if (hi >= 0x20_0000) return this.fail('split.addr_range', 'indirect table outside guest RAM', [], 'an address in RAM', `hi=${hex(hi)}`);
         const addr = hi * TWO32 + lo;
         const r = regionFor(mem, addr, len);
-        if (!r) return this.fail('split.addr_range', 'indirect table outside guest RAM or across a hole', ['split.device.1'], 'a table inside one RAM region', `${hex(addr)}+${len}`);
+        if (!r) return this.fail('split.addr_range', 'indirect table outside guest RAM or across a hole', [], 'a table inside one RAM region', `${hex(addr)}+${len}`);
         view = r.view;
         base = addr - r.base;
         tableLen = n;
@@ -224,9 +224,9 @@ export class SplitDeviceQueue implements CoreQueue {
         continue;
       }
       if (len !== 0) {
-        if (hi >= 0x20_0000) return this.fail('split.addr_range', 'buffer outside guest RAM', ['split.device.1'], 'an address in RAM', `hi=${hex(hi)}`);
+        if (hi >= 0x20_0000) return this.fail('split.addr_range', 'buffer outside guest RAM', [], 'an address in RAM', `hi=${hex(hi)}`);
         const addr = hi * TWO32 + lo;
-        if (!mem.isRam(addr, len)) return this.fail('split.addr_range', 'buffer outside guest RAM, across a hole, or wrapping', ['split.device.1'], 'a buffer in RAM', `${hex(addr)}+${hex(len)}`);
+        if (!mem.isRam(addr, len)) return this.fail('split.addr_range', 'buffer outside guest RAM, across a hole, or wrapping', [], 'a buffer in RAM', `${hex(addr)}+${hex(len)}`);
         if (flags & Split.DESC_F_WRITE) {
           totW += len;
           let s = c.wPool[nW];
@@ -251,7 +251,7 @@ export class SplitDeviceQueue implements CoreQueue {
       if (flags & Split.DESC_F_WRITE) sawWritable = true;
       else if (sawWritable) return this.fail('split.order', 'device-readable descriptor after a device-writable one', ['split.driver.2'], 'readable descriptors first', `readable after writable in chain ${head}`);
       if (!(flags & Split.DESC_F_NEXT)) break;
-      if (next >= tableLen) return this.fail('split.next_range', 'next index out of range', ['split.driver.8'], `< ${tableLen}`, String(next));
+      if (next >= tableLen) return this.fail('split.next_range', 'next index out of range', [], `< ${tableLen}`, String(next));
       i = next;
     }
     if (totR > 0xffff_ffff || totW > 0xffff_ffff) return this.fail('split.total_len', 'chain direction longer than 2^32 - 1 bytes', ['split.driver.4'], '< 2^32 bytes', `${totR} / ${totW}`);
@@ -333,7 +333,7 @@ export const splitLayout: RingLayout = {
   validate(cfg: Readonly<QueueConfig>, mem: GuestMemory): DriverMisbehaviourError | null {
     const size = cfg.size;
     if (!isPow2(size) || size > Split.MAX_SIZE) {
-      return new DriverMisbehaviourError('split.size', `queue ${cfg.index}: split queue size must be a power of two up to 32768`, { statements: ['mmio.driver.14'], expected: 'a power of two', seen: String(size) });
+      return new DriverMisbehaviourError('split.size', `queue ${cfg.index}: split queue size must be a power of two up to 32768`, { expected: 'a power of two', seen: String(size) });
     }
     const s = splitAreaSizes(size);
     const areas: [string, number, number, number][] = [

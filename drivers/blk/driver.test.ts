@@ -160,7 +160,8 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
 /** A device model that wraps a real one and lies in ways a driver must survive. */
 class LyingModel implements VirtioDeviceModel {
   ctx: DeviceContext | undefined;
-  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean }) {}
+  unstableNow = false;
+  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean; unstable?: boolean }) {}
   get deviceType() {
     return this.inner.deviceType;
   }
@@ -180,6 +181,7 @@ class LyingModel implements VirtioDeviceModel {
     return this.inner.configSize;
   }
   readConfig(offset: number, size: 1 | 2 | 4): number {
+    if (this.lie.unstable && this.unstableNow) this.ctx?.configChanged(); // the generation moves on every read
     const v = this.lie.config?.[offset];
     return v !== undefined ? v : this.inner.readConfig(offset, size);
   }
@@ -262,6 +264,19 @@ describe('VirtioBlkDriver against a hostile device', () => {
     const { m, t } = bootLiar({ shortLen: true });
     const blk = VirtioBlkDriver.probe(m.platform, t);
     expect(() => blk.flush()).toThrow(/used len/);
+  });
+
+  it('bounds the config generation loop when the generation never settles (config_space.driver.2)', () => {
+    const { m, t, model } = bootLiar({ unstable: true });
+    const blk = VirtioBlkDriver.probe(m.platform, t, { configRetries: 8 });
+    const buf = m.dma.alloc(512);
+    const h = blk.submit({ type: Blk.T_IN, sector: 0, data: [{ addr: buf, len: 512 }] });
+    model.unstableNow = true;
+    model.inner.resize(128 * KiB); // a config change: the driver re-reads capacity, and never gets a stable read
+    blk.wait(h);
+    expect(blk.error).toBeInstanceOf(DeviceMisbehaviourError);
+    expect(blk.error!.message).toMatch(/generation/);
+    expect(() => blk.submit({ type: Blk.T_IN, sector: 0, data: [{ addr: buf, len: 512 }] })).toThrow(DeviceMisbehaviourError);
   });
 
   it('gives up on a device that never answers, within its timeout', () => {

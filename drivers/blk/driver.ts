@@ -37,6 +37,11 @@ export interface BlkSlot {
   /** Reused element lists for Virtqueue.add (no allocation per request). */
   readonly out: DmaBuffer[];
   readonly inp: DmaBuffer[];
+  /** Fixed lists for one data buffer: [hdr] / [data, status] and [hdr, data] / [status]. */
+  readonly out1: DmaBuffer[];
+  readonly inp2: DmaBuffer[];
+  readonly out2: DmaBuffer[];
+  readonly inp1: DmaBuffer[];
   gen: number;
   busy: boolean;
   /** Device-writable bytes posted (data + status). */
@@ -45,7 +50,8 @@ export interface BlkSlot {
   callback: BlkCallback | undefined;
 }
 
-export type BlkCallback = (status: number, handle: number, error: PvkitError | undefined) => void;
+/** Completion callback: status (-1 when the device misbehaved), handle, the error if any, used.len. */
+export type BlkCallback = (status: number, handle: number, error: PvkitError | undefined, len: number) => void;
 
 export interface BlkDriverOptions {
   /** Core feature bits the driver may accept (default INDIRECT_DESC | EVENT_IDX | RING_PACKED). */
@@ -189,7 +195,7 @@ export class VirtioBlkDriver {
       indirectThreshold: opts.indirectThreshold,
       timeoutNs: opts.timeoutNs,
       configRetries: opts.configRetries ?? 64,
-      // after FEATURES_OK, before the queues (status_init.driver.7): read and judge the config
+      // after FEATURES_OK, before the queues (the device-specific setup step of status_init.driver.6)
       check: (d) => {
         info = readInfo(d, warnings);
         let nq = Math.min(info.numQueues, maxQueues);
@@ -222,7 +228,7 @@ export class VirtioBlkDriver {
     for (let i = 0; i < n; i++) {
       const hdr = { addr: dma + 32 * i, len: BlkReqHeader.SIZE };
       const status = { addr: dma + 32 * i + 16, len: 1 };
-      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], gen: 0, busy: false, wlen: 0, type: 0, callback: undefined });
+      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], out1: [hdr], inp2: [hdr, status], out2: [hdr, hdr], inp1: [status], gen: 0, busy: false, wlen: 0, type: 0, callback: undefined });
     }
     return { vq, slots, free: slots.slice().reverse(), dma, pending: 0 };
   }
@@ -271,23 +277,38 @@ export class VirtioBlkDriver {
     const qs = this.queues[qi]!;
     const slot = this.takeSlot(qs);
     // build the element lists: header, [data], status (split.driver.2: readable first)
-    const out = slot.out;
-    const inp = slot.inp;
-    out.length = 0;
-    inp.length = 0;
-    out.push(slot.hdr);
+    let out = slot.out;
+    let inp = slot.inp;
     const sizeMax = this.info.sizeMax;
     let wlen = 1;
-    for (let i = 0; i < data.length; i++) {
-      const b = data[i]!;
-      const dst = writableData ? inp : out;
-      if (b.len <= sizeMax) dst.push(b);
-      else for (let o = 0; o < b.len; o += sizeMax) dst.push({ addr: b.addr + o, len: Math.min(sizeMax, b.len - o) });
-      if (writableData) wlen += b.len;
+    const d0 = data.length === 1 ? data[0]! : undefined;
+    if (d0 !== undefined && d0.len <= sizeMax) {
+      // the common case, one data buffer: fixed arrays, nothing allocated
+      if (writableData) {
+        out = slot.out1;
+        inp = slot.inp2;
+        inp[0] = d0;
+        wlen += d0.len;
+      } else {
+        out = slot.out2;
+        inp = slot.inp1;
+        out[1] = d0;
+      }
+    } else {
+      out.length = 0;
+      inp.length = 0;
+      out.push(slot.hdr);
+      for (let i = 0; i < data.length; i++) {
+        const b = data[i]!;
+        const dst = writableData ? inp : out;
+        if (b.len <= sizeMax) dst.push(b);
+        else for (let o = 0; o < b.len; o += sizeMax) dst.push({ addr: b.addr + o, len: Math.min(sizeMax, b.len - o) });
+        if (writableData) wlen += b.len;
+      }
+      inp.push(slot.status);
     }
-    inp.push(slot.status);
     if (!req.unchecked && this.info.segMax !== Infinity && (type === Blk.T_IN || type === Blk.T_OUT)) {
-      const segs = (writableData ? inp.length - 1 : out.length - 1);
+      const segs = writableData ? inp.length - 1 : out.length - 1;
       if (segs > this.info.segMax) {
         this.releaseSlot(qs, slot);
         throw new UsageError('usage.blk.seg_max', 'request has more data segments than seg_max', { expected: `<= ${this.info.segMax}`, seen: String(segs) });
@@ -295,10 +316,9 @@ export class VirtioBlkDriver {
     }
     const mem = this.platform.mem;
     const h = slot.hdr.addr;
+    // `reserved` was zeroed when the slot was allocated and the device never writes a readable buffer
     mem.write32(h + BlkReqHeader.TYPE, type >>> 0);
-    mem.write32(h + BlkReqHeader.RESERVED, 0);
-    mem.write32(h + BlkReqHeader.SECTOR, sector % TWO32);
-    mem.write32(h + BlkReqHeader.SECTOR + 4, Math.floor(sector / TWO32));
+    mem.write64(h + BlkReqHeader.SECTOR, sector);
     mem.write8(slot.status.addr, NO_STATUS);
     slot.wlen = wlen;
     slot.type = type;
@@ -344,9 +364,6 @@ export class VirtioBlkDriver {
     const info = this.info;
     let bytes = 0;
     for (const b of data) bytes += b.len;
-    const bad = (msg: string, statements: string[], expected: string, seen: string) => {
-      throw new UsageError('usage.blk.request', msg, { statements, expected, seen });
-    };
     if (!Number.isSafeInteger(sector) || sector < 0) bad('bad sector', [], 'a non-negative integer', String(sector));
     switch (type) {
       case Blk.T_IN:
@@ -435,7 +452,7 @@ export class VirtioBlkDriver {
       const handle = slot.gen * HANDLE_SLOT + slot.queue * 32768 + slot.index;
       const cb = slot.callback;
       this.releaseSlot(qs, slot);
-      if (cb) cb(status, handle, error);
+      if (cb) cb(status, handle, error, u.len);
       else this.results.set(handle, error ? { status, len: u.len, error } : { status, len: u.len });
     }
   }
@@ -476,6 +493,17 @@ export class VirtioBlkDriver {
     }
   }
 
+  /**
+   * Wait until at least one request completes (kicking first); returns how many completed.
+   * Returns 0 at once when nothing is in flight.
+   */
+  waitSome(): number {
+    if (this.inFlight === 0) return 0;
+    const before = this.completed;
+    this.waitProgress(undefined);
+    return this.completed - before;
+  }
+
   /** Wait until nothing is in flight. */
   waitAll(): void {
     while (this.inFlight > 0) this.waitProgress(undefined);
@@ -507,7 +535,8 @@ export class VirtioBlkDriver {
   /** A configuration change: re-read what may change (blk.driver.11: the capacity; the cache mode). */
   onConfigChange(): void {
     this.configChanges++;
-    if (this.dev.needsReset) return; // the next wait reports it
+    // a driver that gave up on the device stops reading it; NEEDS_RESET is reported by the next wait
+    if (this.broken || this.dev.needsReset) return;
     try {
       this.info.capacity = this.dev.readConfigStable((t) => read64(t, BlkConfig.CAPACITY));
       if (this.info.configWce) this.info.cache = this.dev.config8(BlkConfig.WRITEBACK) === 0 ? 'writethrough' : 'writeback';
@@ -675,6 +704,10 @@ export class VirtioBlkDriver {
 }
 
 const NO_DATA: readonly DmaBuffer[] = [];
+
+function bad(msg: string, statements: string[], expected: string, seen: string): never {
+  throw new UsageError('usage.blk.request', msg, { statements, expected, seen });
+}
 
 
 function read64(t: VirtioTransport, off: number): number {

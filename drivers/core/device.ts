@@ -153,7 +153,7 @@ export interface DeviceInitOptions {
   /** Bound of config-generation retries (default 32). */
   readonly configRetries?: number;
   /**
-   * Runs after FEATURES_OK and before queue setup (status_init.driver.7): read the configuration and
+   * Runs after FEATURES_OK and before queue setup (the device-specific setup step of status_init.driver.6): read the configuration and
    * throw if the driver cannot drive this device. The device is then marked FAILED.
    */
   readonly check?: (dev: VirtioDriverDevice) => void;

@@ -81,6 +81,12 @@ export class RawSplitRing {
   }
 }
 
+/** Default RAM of rawSetup: 8 MiB low, a hole, 1 MiB at 4 GiB (small, so tests stay fast). */
+export const RAW_RAM = [
+  { base: 0, size: 8 << 20, name: 'ram-low' },
+  { base: 0x1_0000_0000, size: 1 << 20, name: 'ram-high' },
+];
+
 export interface RawSetup {
   m: Machine;
   model: EchoModel;
@@ -102,7 +108,7 @@ export interface RawOptions extends EchoOptions {
 
 /** A machine with an echo device driven to DRIVER_OK by hand, with queue 0 at `ringBase`. */
 export function rawSetup(o: RawOptions = {}): RawSetup {
-  const m = o.machine ?? new Machine();
+  const m = o.machine ?? new Machine({ ram: RAW_RAM });
   const model = new EchoModel({ queueMaxSize: 32768, ...o });
   const dev = attachVirtioMmio(m, model, { notifyLatencyNs: 100 });
   const core = dev.core;

@@ -1,0 +1,73 @@
+import type { CommandModule } from 'yargs';
+import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
+import { BLK_RINGS, BLK_TRANSPORTS, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
+import { UsageError } from '../../spec-refs/errors.ts';
+
+/** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
+function usage(msg: string): UsageError {
+  return new UsageError('usage.cli', msg);
+}
+
+interface BenchArgs {
+  target: string;
+  json: boolean;
+  seconds: number;
+  depth?: number;
+  transport: string;
+  ring: string;
+  scenario?: string;
+  'event-idx': boolean;
+  indirect: boolean;
+}
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+function printText(r: BlkBenchResult): void {
+  const exits = Object.entries(r.exits)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${fmt(v / r.requests, 4)}`)
+    .join(', ');
+  console.log(
+    `${r.scenario.padEnd(14)} ${r.transport}/${r.ring} depth ${r.depth}: ${fmt(r.requests)} requests in ${fmt(r.seconds, 2)} s = ${fmt(r.iops)} IOPS, ${fmt(r.bytesPerSecond / 1e6, 1)} MB/s, ${fmt(r.exitsPerRequest, 4)} exits/request (${exits}); ${fmt(r.iopsPerCpuSecond)} IOPS per CPU second`,
+  );
+}
+
+/** `pvkit bench blk`: virtio-blk random-read scenarios on the simulated machine. */
+export const benchCommand: CommandModule<object, BenchArgs> = {
+  command: 'bench <target>',
+  describe: 'benchmark a device on the simulated machine (targets: blk)',
+  builder: (y) =>
+    y
+      .positional('target', { type: 'string', describe: 'what to benchmark: blk' })
+      .option('json', { type: 'boolean', default: false, describe: 'one JSON object per line per scenario' })
+      .option('seconds', { type: 'number', default: 3, describe: 'wall-clock seconds measured per scenario' })
+      .option('depth', { type: 'number', describe: 'queue depth (default: the scenario\'s, 128)' })
+      .option('transport', { type: 'string', default: 'mmio', describe: `transport: ${BLK_TRANSPORTS.join(', ')}` })
+      .option('ring', { type: 'string', default: 'split', describe: `ring layout: ${BLK_RINGS.join(', ')}` })
+      .option('scenario', { type: 'string', describe: `run one scenario: ${BLK_SCENARIOS.map((s) => s.name).join(', ')}` })
+      .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
+      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
+  handler: (args) => {
+    if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk)`);
+    if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
+    if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw usage('--depth must be an integer from 1 to 8192');
+    if (!(BLK_TRANSPORTS as readonly string[]).includes(args.transport)) throw usage(`--transport must be one of ${BLK_TRANSPORTS.join(', ')}`);
+    if (!(BLK_RINGS as readonly string[]).includes(args.ring)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')}`);
+    const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
+    if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    for (const sc of scenarios) {
+      const r = runBlkScenario(sc, {
+        transport: args.transport as BlkTransportKind,
+        ring: args.ring as BlkRingKind,
+        seconds: args.seconds,
+        depth: args.depth,
+        eventIdx: args['event-idx'],
+        indirect: args.indirect,
+      });
+      if (args.json) console.log(JSON.stringify(r));
+      else printText(r);
+    }
+  },
+};
