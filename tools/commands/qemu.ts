@@ -4,16 +4,27 @@ import { launchQemu, type QemuSession } from '../qemu/launcher.ts';
 import { findQemu } from '../qemu/find.ts';
 import { UsageError, hex } from '../../spec-refs/errors.ts';
 import { Mmio } from '../../spec-refs/virtio.ts';
+import { catalog } from '../../spec-refs/catalog.ts';
+import { registeredChecks, type TransportName } from '../../conformance/check.ts';
+import { runConformance, type RunReport } from '../../conformance/runner.ts';
+import { writeReports } from '../../conformance/report.ts';
+import { configureQemuTarget, qemuTarget } from '../../conformance/targets/qemu.ts';
+import { devicesOf, ringsOf, transportsOf } from '../qemu/configs.ts';
+import '../../conformance/checks/index.ts';
 
 /**
  * `pvkit qemu`: the QEMU target's own commands.
  *   pvkit qemu list                 the built-in configurations
  *   pvkit qemu probe [NAME...]      start each configuration and show the virtio devices found
+ *   pvkit qemu matrix [NAME...]     the conformance suite on each configuration (reports/qemu/NAME/), results table
  * Common flags: --qemu PATH (default $PVKIT_QEMU or qemu-system-x86_64), --qemu-args "..."
  * (appended to QEMU's command line). QEMU missing: exit 2 with how to install it.
  */
 interface QemuArgs {
   names?: string[];
+  out: string;
+  runs: number;
+  seed: number;
   qemu?: string;
   'qemu-args'?: string;
   json: boolean;
@@ -94,19 +105,57 @@ async function probeMain(a: QemuArgs): Promise<number> {
   return failed ? 1 : 0;
 }
 
+/** One line of the results table: a configuration and its counts. */
+export function matrixRow(cfgName: string, r: RunReport): string {
+  const s = r.summary;
+  const fails = [...new Set(r.results.filter((x) => x.status === 'fail').map((x) => x.id))];
+  const xf = [...new Set(r.results.filter((x) => x.status === 'xfail').map((x) => x.id))];
+  return `| ${cfgName} | ${s.passed} | ${s.failed} | ${s.xfail} | ${s.skipped} | ${fails.join(', ') || '-'} | ${xf.join(', ') || '-'} |`;
+}
+
+/** `pvkit qemu matrix`: the whole suite on every (or the named) configuration, one report directory each. */
+async function matrixMain(a: QemuArgs): Promise<number> {
+  const configs = resolveConfigs(a.names, a.smoke);
+  const qemu = findQemu(a.qemu);
+  const cat = catalog();
+  const rows: string[] = ['| configuration | pass | fail | xfail | skip | failing checks | expected failures |', '| --- | --- | --- | --- | --- | --- | --- |'];
+  let required = 0;
+  for (const c of configs) {
+    configureQemuTarget({ qemu, config: c.name, extraArgs: splitArgs(a['qemu-args']) });
+    const rep = await runConformance(qemuTarget, registeredChecks(), {
+      target: 'qemu',
+      devices: devicesOf(c),
+      transports: transportsOf(c) as TransportName[],
+      rings: ringsOf(c),
+      seed: a.seed,
+      runs: a.runs,
+    });
+    writeReports(rep, cat, ['json', 'junit'], `${a.out}/${c.name}`);
+    required += rep.summary.requiredFailed;
+    rows.push(matrixRow(c.name, rep));
+    process.stderr.write(`${c.name}: ${rep.summary.passed} passed, ${rep.summary.failed} failed, ${rep.summary.xfail} xfail, ${rep.summary.skipped} skipped\n`);
+  }
+  configureQemuTarget({});
+  console.log(rows.join('\n'));
+  return required > 0 ? 1 : 0;
+}
+
 const common = (y: Argv) =>
   y
     .option('qemu', { type: 'string', describe: 'QEMU binary (default: $PVKIT_QEMU or qemu-system-x86_64 on PATH)' })
     .option('qemu-args', { type: 'string', describe: "extra arguments for QEMU's command line" })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON (list)' })
-    .option('smoke', { type: 'boolean', default: false, describe: 'only the CI smoke subset (probe without names)' });
+    .option('smoke', { type: 'boolean', default: false, describe: 'only the CI smoke subset (when no names are given)' })
+    .option('out', { type: 'string', default: 'reports/qemu', describe: 'matrix: directory for one report directory per configuration' })
+    .option('runs', { type: 'number', default: 25, describe: 'matrix: fast-check runs per property check' })
+    .option('seed', { type: 'number', default: 1, describe: 'matrix: run seed' });
 
 export const qemuCommand: CommandModule<object, QemuArgs> = {
   command: 'qemu <action> [names..]',
-  describe: "drive QEMU's virtio devices over qtest: list | probe [NAME...]",
+  describe: "drive QEMU's virtio devices over qtest: list | probe [NAME...] | matrix [NAME...]",
   builder: (y) =>
     common(y)
-      .positional('action', { choices: ['list', 'probe'] as const, describe: 'list: built-in configurations; probe: start them and show the devices' })
+      .positional('action', { choices: ['list', 'probe', 'matrix'] as const, describe: 'list: built-in configurations; probe: start them and show the devices; matrix: the conformance suite on each, with a results table' })
       .positional('names', { type: 'string', array: true, describe: 'configuration names (default: all)' }) as never,
   handler: async (a) => {
     const action = (a as unknown as { action: string }).action;
@@ -114,6 +163,6 @@ export const qemuCommand: CommandModule<object, QemuArgs> = {
       listMain(a);
       return;
     }
-    process.exitCode = await probeMain(a);
+    process.exitCode = action === 'matrix' ? await matrixMain(a) : await probeMain(a);
   },
 };
