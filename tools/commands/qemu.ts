@@ -10,12 +10,14 @@ import { runConformance, type RunReport } from '../../conformance/runner.ts';
 import { writeReports } from '../../conformance/report.ts';
 import { configureQemuTarget, qemuTarget } from '../../conformance/targets/qemu.ts';
 import { devicesOf, ringsOf, transportsOf } from '../qemu/configs.ts';
+import { driverSmoke } from '../qemu/smoke.ts';
 import '../../conformance/checks/index.ts';
 
 /**
  * `pvkit qemu`: the QEMU target's own commands.
  *   pvkit qemu list                 the built-in configurations
  *   pvkit qemu probe [NAME...]      start each configuration and show the virtio devices found
+ *   pvkit qemu smoke [NAME...]      the reference drivers on each configuration (CI: --smoke)
  *   pvkit qemu matrix [NAME...]     the conformance suite on each configuration (reports/qemu/NAME/), results table
  * Common flags: --qemu PATH (default $PVKIT_QEMU or qemu-system-x86_64), --qemu-args "..."
  * (appended to QEMU's command line). QEMU missing: exit 2 with how to install it.
@@ -79,7 +81,7 @@ export function describeDevices(s: QemuSession): string[] {
   return out;
 }
 
-async function probeMain(a: QemuArgs): Promise<number> {
+async function probeMain(a: QemuArgs, withDrivers = false): Promise<number> {
   const configs = resolveConfigs(a.names, a.smoke);
   const qemu = findQemu(a.qemu);
   let failed = 0;
@@ -88,7 +90,7 @@ async function probeMain(a: QemuArgs): Promise<number> {
     let s: QemuSession | undefined;
     try {
       s = await launchQemu(c, { qemu, extraArgs: splitArgs(a['qemu-args']) });
-      const lines = describeDevices(s);
+      const lines = withDrivers ? driverSmoke(s) : describeDevices(s);
       console.log(`${c.name}: QEMU pid ${s.pid} up in ${Date.now() - t0} ms`);
       for (const l of lines) console.log(`  ${l}`);
       if (lines.length === 0) {
@@ -152,10 +154,10 @@ const common = (y: Argv) =>
 
 export const qemuCommand: CommandModule<object, QemuArgs> = {
   command: 'qemu <action> [names..]',
-  describe: "drive QEMU's virtio devices over qtest: list | probe [NAME...] | matrix [NAME...]",
+  describe: "drive QEMU's virtio devices over qtest: list | probe | smoke | matrix [NAME...]",
   builder: (y) =>
     common(y)
-      .positional('action', { choices: ['list', 'probe', 'matrix'] as const, describe: 'list: built-in configurations; probe: start them and show the devices; matrix: the conformance suite on each, with a results table' })
+      .positional('action', { choices: ['list', 'probe', 'smoke', 'matrix'] as const, describe: 'list: built-in configurations; probe: start them and show the devices; smoke: the reference drivers on them; matrix: the conformance suite on each, with a results table' })
       .positional('names', { type: 'string', array: true, describe: 'configuration names (default: all)' }) as never,
   handler: async (a) => {
     const action = (a as unknown as { action: string }).action;
@@ -163,6 +165,6 @@ export const qemuCommand: CommandModule<object, QemuArgs> = {
       listMain(a);
       return;
     }
-    process.exitCode = action === 'matrix' ? await matrixMain(a) : await probeMain(a);
+    process.exitCode = action === 'matrix' ? await matrixMain(a) : await probeMain(a, action === 'smoke');
   },
 };
