@@ -12,8 +12,8 @@ describe.skipIf(skipQemu)('reference drivers on real QEMU', () => {
       const lines = driverSmoke(s);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(/^mmio(-legacy)?: virtio-blk 16384 sectors, wrote and read back 192 KiB/);
-      // completions came by interrupt: the IOAPIC line of the slot was raised and taken
-      expect(s.platform.client.stats.roundTrips).toBeGreaterThan(10);
+      // completions came by interrupt: the IOAPIC line of the slot was raised (irq_intercept_in)
+      expect(s.platform.irqStats.lineRaises).toBeGreaterThan(0);
     } finally {
       await s.close();
     }

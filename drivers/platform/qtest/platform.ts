@@ -72,6 +72,8 @@ export class QtestPlatform implements GuestPlatform {
   private readonly t0 = process.hrtime.bigint();
   private readonly minWaitNs: number;
   private readonly sleepCell = new Int32Array(new SharedArrayBuffer(4));
+  /** Interrupts seen: IOAPIC lines raised (INTx, virtio-mmio) and MSI messages taken from RAM. */
+  readonly irqStats = { lineRaises: 0, msis: 0 };
 
   constructor(chan: SyncChannel, opts: QtestPlatformOptions) {
     this.name = opts.name;
@@ -127,7 +129,10 @@ export class QtestPlatform implements GuestPlatform {
   private onIrqLine(raised: boolean, line: number): void {
     if (line < 0 || line >= 256 - VECTOR_BASE) return;
     this.levels[line] = raised ? 1 : 0;
-    if (raised) this.setPending(VECTOR_BASE + line);
+    if (raised) {
+      this.irqStats.lineRaises++;
+      this.setPending(VECTOR_BASE + line);
+    }
   }
 
   private setPending(v: number): void {
@@ -163,6 +168,7 @@ export class QtestPlatform implements GuestPlatform {
       if (d === 0) continue;
       // clear the slot before the driver looks at its rings (posted, goes out with its next read)
       this.client.write(this.msiArea + v * 4, 4, 0);
+      this.irqStats.msis++;
       this.setPending(d & 0xff);
     }
   }
