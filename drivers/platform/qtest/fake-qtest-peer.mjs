@@ -6,7 +6,7 @@
 //   +0x00 COPY   write A: copy 16 bytes RAM[A..A+16) to RAM[A+16..A+32) (a device doing DMA)
 //   +0x04 RAISE  write N: send "IRQ raise N" (asynchronously, after 2 ms)
 //   +0x08 LOWER  write N: send "IRQ lower N" (synchronously, before the OK, as QEMU does)
-//   +0x0c MSI    write A: after 2 ms, store the 32-bit value at +0x10 to RAM[A] (an MSI write)
+//   +0x0c MSI    write A: after 25 ms, store the 32-bit value at +0x10 to RAM[A] (an MSI write)
 //   +0x10 DATA   scratch register
 //   +0x14 HANG   write: stop answering
 //   +0x18 DIE    write: exit at once
@@ -76,7 +76,7 @@ function devWrite(off, v) {
       return `IRQ lower ${v}`;
     case 0x0c: {
       const d = data;
-      setTimeout(() => ramView.setUint32(v, d, true), 2);
+      setTimeout(() => ramView.setUint32(v, d, true), 25);
       return null;
     }
     case 0x10:

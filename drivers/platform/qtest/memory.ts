@@ -5,12 +5,22 @@ import type { QtestClient } from './client.ts';
 /**
  * Guest memory of a QEMU machine, seen through qtest.
  *
- * Reads are served from a cache of fixed-size lines fetched with b64read (every missing line of
- * one access in a single round trip). Writes update cached lines and are posted to QEMU as
- * byte-exact b64writes in program order (never whole lines: a device may be writing other
- * bytes of the same line, as in a packed ring). The platform invalidates the cache at every
- * device interaction (MMIO, port I/O, interrupt poll, spin), which matches the simulated
- * machine, where device work also only happens inside such calls.
+ * QEMU's devices run concurrently with the driver (an aio completion may write a used ring at any
+ * moment), so the cache must keep the ordering a CPU gives. It holds one *snapshot*: lines all
+ * fetched in the same round trip (so loads never see a later device write on one line and an
+ * earlier one on another), plus the driver's own stores applied on top.
+ *
+ * - Stores update cached lines and are posted to QEMU as byte-exact b64writes in program order
+ *   (never whole lines: a device may be writing other bytes of the same line, as in a packed ring).
+ * - A load after a store takes a new snapshot: the posted stores go out first, in the same round
+ *   trip, so the load sees the device's state after it saw the stores. This is the store->load
+ *   ordering virtio's notification suppression relies on (driver: write avail idx, then read
+ *   avail_event / flags; device: the reverse). Serving that load from the old snapshot made the
+ *   driver skip a notify the device needed: a lost request.
+ * - A load that misses takes a new snapshot of every cached line plus the missing ones (one
+ *   round trip), so loads stay ordered.
+ * - The platform drops the cache at every device interaction (MMIO, port I/O, interrupt poll,
+ *   spin), so polling loops see new device writes.
  */
 export interface RamRange {
   readonly base: number;
@@ -20,6 +30,9 @@ export interface RamRange {
 interface Line {
   readonly bytes: Uint8Array;
   readonly view: DataView;
+  /** The RAM part of the line that was fetched: [lo, hi). */
+  readonly lo: number;
+  readonly hi: number;
 }
 
 const TWO32 = 0x1_0000_0000;
@@ -31,6 +44,10 @@ export class QtestMemory implements GuestMemoryAccess {
   private readonly scratchView = new DataView(this.scratch.buffer);
   /** Line fetches (cache misses), for tests and benchmarks. */
   misses = 0;
+  /** Stores made since the snapshot was taken: the next load takes a new one. */
+  private storedSinceSnapshot = false;
+  /** Most lines a snapshot refreshes on a miss (beyond: the old lines are dropped instead). */
+  private static readonly MAX_SNAPSHOT_LINES = 16;
 
   constructor(
     private readonly client: QtestClient,
@@ -44,6 +61,7 @@ export class QtestMemory implements GuestMemoryAccess {
   /** Forget every cached line (the device may have written memory since). */
   invalidate(): void {
     this.lines.clear();
+    this.storedSinceSnapshot = false;
   }
 
   isRam(gpa: number, len: number): boolean {
@@ -61,19 +79,27 @@ export class QtestMemory implements GuestMemoryAccess {
   /** The cached line holding gpa (fetching it and any other missing lines of [gpa, gpa+len)). */
   private line(gpa: number, len: number): Line {
     const idx = Math.floor(gpa / this.lineSize);
-    const l = this.lines.get(idx);
-    if (l) return l;
+    if (!this.storedSinceSnapshot) {
+      const l = this.lines.get(idx);
+      if (l) return l;
+    }
     this.fetch(gpa, len);
     return this.lines.get(idx)!;
   }
 
+  /** Make [gpa, gpa+len) readable from the cache, taking a new snapshot when needed. */
   private fetch(gpa: number, len: number): void {
     const first = Math.floor(gpa / this.lineSize);
     const last = Math.floor((gpa + Math.max(len, 1) - 1) / this.lineSize);
+    if (!this.storedSinceSnapshot) {
+      let allCached = true;
+      for (let i = first; i <= last && allCached; i++) allCached = this.lines.has(i);
+      if (allCached) return;
+    }
+    // a new snapshot: the wanted lines, and the cached ones again (or none, when there are many)
     const want: (readonly [number, number])[] = [];
     const idxs: number[] = [];
     for (let i = first; i <= last; i++) {
-      if (this.lines.has(i)) continue;
       // clip lines to RAM so that no fetch touches MMIO
       const base = i * this.lineSize;
       const lo = Math.max(base, this.ramStartOf(gpa));
@@ -81,12 +107,21 @@ export class QtestMemory implements GuestMemoryAccess {
       want.push([lo, hi - lo]);
       idxs.push(i);
     }
-    if (want.length === 0) return;
+    if (this.lines.size + want.length <= QtestMemory.MAX_SNAPSHOT_LINES) {
+      for (const [i, l] of this.lines) {
+        if (i >= first && i <= last) continue;
+        want.push([l.lo, l.hi - l.lo]);
+        idxs.push(i);
+      }
+    }
+    this.lines.clear();
+    this.storedSinceSnapshot = false;
     const got = this.client.readMem(want);
     for (let k = 0; k < idxs.length; k++) {
       const bytes = new Uint8Array(this.lineSize);
-      bytes.set(got[k]!, want[k]![0] - idxs[k]! * this.lineSize);
-      this.lines.set(idxs[k]!, { bytes, view: new DataView(bytes.buffer) });
+      const [lo, n] = want[k]!;
+      bytes.set(got[k]!, lo - idxs[k]! * this.lineSize);
+      this.lines.set(idxs[k]!, { bytes, view: new DataView(bytes.buffer), lo, hi: lo + n });
       this.misses++;
     }
   }
@@ -173,6 +208,7 @@ export class QtestMemory implements GuestMemoryAccess {
     this.check(gpa, len);
     if (len === 0) return;
     this.client.writeMem(gpa, data);
+    this.storedSinceSnapshot = true;
     // keep cached lines coherent with our own stores
     let done = 0;
     while (done < len) {
@@ -189,6 +225,7 @@ export class QtestMemory implements GuestMemoryAccess {
     this.check(gpa, len);
     if (len === 0) return;
     this.client.memset(gpa, len, value);
+    this.storedSinceSnapshot = true;
     let done = 0;
     while (done < len) {
       const a = gpa + done;

@@ -98,6 +98,48 @@ describe('qtest client and platform (fake peer)', () => {
     expect([...p.mem.readBytes(buf + 16, 16)]).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
   });
 
+  // QEMU's devices write guest memory concurrently (aio completions), so the cache must order
+  // loads the way a CPU does. The fake's MSI register stands in for such a write: 25 ms after the
+  // command it stores DATA at the address (25 ms later), with no command of ours in between.
+  const sleep = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const asyncStore = (p: QtestPlatform, addr: number, value: number): void => {
+    p.mmioWrite(DEV + 0x10, 4, value);
+    p.mmioWrite(DEV + 0x0c, 4, addr);
+    p.sync();
+  };
+
+  it('a load after a store sees what the device wrote since the snapshot (store->load order)', async () => {
+    const { platform: p, log } = await rig();
+    const a = p.dma.alloc(64);
+    p.sync();
+    asyncStore(p, a, 0x77);
+    expect(p.mem.read32(a)).toBe(0); // snapshot taken before the device's write
+    sleep(150);
+    expect(p.mem.read32(a)).toBe(0); // same snapshot: no store since, a stale value is a legal one
+    p.mem.write32(a + 8, 1); // a store (say, avail idx) ...
+    expect(p.mem.read32(a)).toBe(0x77); // ... then a load (say, avail_event) must see the device's state after it
+    // and the store reached QEMU before that load was served
+    const cmds = log();
+    const w = cmds.findIndex((l) => l.startsWith(`b64write 0x${(a + 8).toString(16)} `));
+    expect(w).toBeGreaterThan(0);
+    expect(cmds.slice(w + 1).some((l) => l.startsWith('b64read'))).toBe(true);
+  });
+
+  it('loads stay ordered across lines: a miss refreshes the lines already cached (load->load order)', async () => {
+    const { platform: p } = await rig();
+    const a = p.dma.alloc(1024, 256);
+    const b = a + 512; // another 256-byte line
+    p.sync();
+    asyncStore(p, a, 0x11); // the device will write a, then b (say, a used element, then used idx)
+    p.mmioWrite(DEV + 0x10, 4, 0x22);
+    p.mmioWrite(DEV + 0x0c, 4, b);
+    p.sync();
+    expect(p.mem.read32(a)).toBe(0); // line of a cached before the device's writes
+    sleep(150);
+    expect(p.mem.read32(b)).toBe(0x22); // miss: new snapshot
+    expect(p.mem.read32(a)).toBe(0x11); // so a, written before b, is seen too
+  });
+
   it('dma.alloc hands out zeroed memory', async () => {
     const { platform: p } = await rig();
     const a = p.dma.alloc(64);
