@@ -90,7 +90,7 @@ async function probeMain(a: QemuArgs, withDrivers = false): Promise<number> {
     let s: QemuSession | undefined;
     try {
       s = await launchQemu(c, { qemu, extraArgs: splitArgs(a['qemu-args']) });
-      const lines = withDrivers ? driverSmoke(s) : describeDevices(s);
+      const lines = withDrivers ? await driverSmoke(s) : describeDevices(s);
       console.log(`${c.name}: QEMU pid ${s.pid} up in ${Date.now() - t0} ms`);
       for (const l of lines) console.log(`  ${l}`);
       if (lines.length === 0) {
