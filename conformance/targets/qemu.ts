@@ -24,7 +24,11 @@ export interface QemuTargetOptions {
   readonly config?: string;
   /** Extra arguments for QEMU's command line. */
   readonly extraArgs?: readonly string[];
+  /** Target time = host time / timeScale (default 20, $PVKIT_QEMU_TIME_SCALE): see QtestPlatformOptions.timeScale. */
+  readonly timeScale?: number;
 }
+
+export const DEFAULT_TIME_SCALE = 20;
 
 let options: QemuTargetOptions = fromEnv();
 /** Configuration of the device most recently started (selects the xfail entries that apply). */
@@ -37,12 +41,13 @@ function fromEnv(): QemuTargetOptions {
     ...(e['PVKIT_QEMU'] ? { qemu: e['PVKIT_QEMU'] } : {}),
     ...(e['PVKIT_QEMU_CONFIG'] ? { config: e['PVKIT_QEMU_CONFIG'] } : {}),
     ...(e['PVKIT_QEMU_ARGS'] ? { extraArgs: e['PVKIT_QEMU_ARGS'].split(/\s+/).filter(Boolean) } : {}),
+    ...(Number(e['PVKIT_QEMU_TIME_SCALE']) > 0 ? { timeScale: Number(e['PVKIT_QEMU_TIME_SCALE']) } : {}),
   };
 }
 
 export function configureQemuTarget(o: QemuTargetOptions): void {
   if (o.config !== undefined && !findConfig(o.config)) throw new UsageError('usage.qemu_config', `unknown QEMU configuration ${JSON.stringify(o.config)} (pvkit qemu list shows them)`);
-  options = o;
+  options = { ...fromEnv(), ...o };
   current = undefined;
 }
 
@@ -156,6 +161,7 @@ export const qemuTarget: Target = {
     const s: QemuSession = launchQemuSync(t.readOnly ? { ...t.cfg, readOnlyDisks: true } : t.cfg, {
       ...(options.qemu !== undefined ? { qemu: options.qemu } : {}),
       extraArgs: options.extraArgs ?? [],
+      timeScale: options.timeScale ?? DEFAULT_TIME_SCALE,
       ...(t.diskBytes !== undefined ? { diskBytes: t.diskBytes } : {}),
     });
     const p = s.platform;

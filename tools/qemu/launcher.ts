@@ -30,6 +30,8 @@ export interface LaunchOptions {
   replyTimeoutMs?: number;
   /** Passed to the platform. */
   minWaitNs?: number;
+  /** Passed to the platform (target time = host time / timeScale). */
+  timeScale?: number;
 }
 
 export interface QemuSession {
@@ -218,7 +220,11 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
       chan.waitConnectedSync(opts.startTimeoutMs ?? 30_000, () => (exitedPid(pid) ? 'QEMU exited before pvkit could connect' : undefined));
       chan.stopListening();
       // the first answer comes from QEMU's main loop, i.e. after every device is realized
-      platform = new QtestPlatform(chan, { ...platformOptions(cfg), ...(opts.minWaitNs !== undefined ? { minWaitNs: opts.minWaitNs } : {}) });
+      platform = new QtestPlatform(chan, {
+        ...platformOptions(cfg),
+        ...(opts.minWaitNs !== undefined ? { minWaitNs: opts.minWaitNs } : {}),
+        ...(opts.timeScale !== undefined ? { timeScale: opts.timeScale } : {}),
+      });
     } catch (e) {
       awaitExit(2000);
       const out = readOutput().trim();

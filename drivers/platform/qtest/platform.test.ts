@@ -195,6 +195,17 @@ describe('qtest client and platform (fake peer)', () => {
     expect(p.now() - t).toBeGreaterThanOrEqual(20e6);
   });
 
+  it('timeScale slows target time: waits and spins last longer in host time, now() runs slower', async () => {
+    const { platform: p } = await rig({ timeScale: 10 });
+    const h0 = performance.now();
+    const t0 = p.now();
+    expect(p.irq.wait(3e6)).toBeNull(); // 3 ms of target time = 30 ms of host time
+    p.spin(2e6);
+    expect(performance.now() - h0).toBeGreaterThanOrEqual(49);
+    expect(p.now() - t0).toBeGreaterThanOrEqual(5e6);
+    expect(p.now() - t0).toBeLessThan(((performance.now() - h0) * 1e6) / 10 + 1e6);
+  });
+
   it('MSI messages land in RAM slots and come out as vectors, once', async () => {
     const { platform: p } = await rig();
     const msg = p.pci!.msiMessage(0x41);

@@ -48,6 +48,14 @@ export interface QtestPlatformOptions {
    * least this long (default 0: honour the caller's timeout exactly).
    */
   readonly minWaitNs?: number;
+  /**
+   * Target time runs this many times slower than host time (default 1): `now()` is host time
+   * divided by it, `spin(ns)` and `irq.wait(ns)` last ns times it. Checks and drivers written
+   * for the simulated machine bound their waits in virtual time sized for pvkit's own devices;
+   * QEMU under TCG on a busy host needs more wall time for the same work (the qemu conformance
+   * target uses 20).
+   */
+  readonly timeScale?: number;
 }
 
 const VECTOR_BASE = 0x20;
@@ -71,6 +79,7 @@ export class QtestPlatform implements GuestPlatform {
   private pendingCount = 0;
   private readonly t0 = process.hrtime.bigint();
   private readonly minWaitNs: number;
+  private readonly timeScale: number;
   private readonly sleepCell = new Int32Array(new SharedArrayBuffer(4));
   /** Interrupts seen: IOAPIC lines raised (INTx, virtio-mmio) and MSI messages taken from RAM. */
   readonly irqStats = { lineRaises: 0, msis: 0 };
@@ -83,6 +92,8 @@ export class QtestPlatform implements GuestPlatform {
     this.dma = new ExtentAllocator(opts.dma, (gpa, len) => this.mem.fill(gpa, len, 0));
     this.msiArea = opts.msiArea;
     this.minWaitNs = opts.minWaitNs ?? 0;
+    this.timeScale = opts.timeScale ?? 1;
+    if (!(this.timeScale > 0)) throw new UsageError('qtest.time_scale', 'timeScale must be positive', { seen: String(opts.timeScale) });
     const endian = this.client.command('endianness');
     if (endian !== 'OK little') throw new UsageError('qtest.endianness', 'pvkit drives little-endian targets only', { seen: endian });
     if (opts.irqIntercept) this.client.irqInterceptIn(opts.irqIntercept);
@@ -189,7 +200,7 @@ export class QtestPlatform implements GuestPlatform {
           if (v !== null) return v;
           const left = deadline - this.now();
           if (left <= 0) return null;
-          this.sleepMs(Math.min(backoffMs, left / 1e6));
+          this.sleepMs(Math.min(backoffMs, (left * this.timeScale) / 1e6));
           backoffMs = Math.min(backoffMs * 2, 2);
         }
       },
@@ -225,7 +236,7 @@ export class QtestPlatform implements GuestPlatform {
     return this.mmioDevices;
   }
   now(): number {
-    return Number(process.hrtime.bigint() - this.t0);
+    return Number(process.hrtime.bigint() - this.t0) / this.timeScale;
   }
   spin(ns: number): void {
     this.client.flush();
@@ -234,7 +245,7 @@ export class QtestPlatform implements GuestPlatform {
     for (;;) {
       const left = end - this.now();
       if (left <= 0) break;
-      this.sleepMs(left / 1e6);
+      this.sleepMs((left * this.timeScale) / 1e6);
     }
   }
   /** Send everything posted and wait for QEMU to have executed it. */
