@@ -41,6 +41,14 @@ export const QEMU_XFAIL: readonly QemuXfail[] = [
       'Workaround: the device property queue_reset=off',
   },
   {
+    check: 'mmio.device.interrupt-status',
+    configs: ['microvm-blk', 'microvm-blk-packed'],
+    reason:
+      'mmio.device.4: on a configuration change QEMU 7.2 sets both InterruptStatus bits, the used-buffer bit included ' +
+      'although no buffer was used: virtio_notify_config (hw/virtio/virtio.c) calls virtio_set_isr(vdev, 0x3). ' +
+      '(Found with a QMP block_resize; the net configurations fail this check for a reason of ours, see docs/qemu.md)',
+  },
+  {
     check: 'status_init.device.idle-before-driver-ok',
     configs: ['microvm-blk', 'microvm-blk-packed'],
     reason:

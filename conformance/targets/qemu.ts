@@ -172,7 +172,21 @@ export const qemuTarget: Target = {
       platform: p,
       transport,
       location,
-      internals: { qemu: s, config: base.name },
+      internals: {
+        qemu: s,
+        config: base.name,
+        // host-side configuration changes through QMP (what the white-box model offers on sim)
+        ...(base.devices.some((d) => d.kind === 'blk')
+          ? {
+              model: {
+                resize(bytes: number): void {
+                  p.sync();
+                  s.qmp.execute('block_resize', { device: 'disk0', size: bytes });
+                },
+              },
+            }
+          : {}),
+      },
       dispose() {
         void s.close();
       },

@@ -132,6 +132,20 @@ describe.skipIf(skipQemu)('QEMU launcher (real QEMU)', () => {
     }
   });
 
+  it('has a QMP monitor: block_resize changes virtio-blk capacity; errors carry QEMU\'s text', async () => {
+    const s = await launchQemu(findConfig('microvm-blk')!);
+    try {
+      const cfg = s.platform.devices()[0]!.base + Mmio.CONFIG;
+      expect(s.platform.mmioRead(cfg, 4)).toBe((8 << 20) / 512);
+      expect(s.qmp.execute('query-status')).toMatchObject({ running: true });
+      s.qmp.execute('block_resize', { device: 'disk0', size: 16 << 20 });
+      expect(s.platform.mmioRead(cfg, 4)).toBe((16 << 20) / 512);
+      expect(() => s.qmp.execute('block_resize', { device: 'nope', size: 512 })).toThrow(/nope/);
+    } finally {
+      await s.close();
+    }
+  });
+
   it("reports QEMU's own error text when it cannot start", async () => {
     const before = tmpLeftovers();
     const err = await launchQemu(findConfig('q35-blk')!, { extraArgs: ['-device', 'virtio-blk-pci,no-such-prop=1'] }).catch((e: unknown) => e);

@@ -8,6 +8,7 @@ import { QtestPlatform, type QtestPlatformOptions } from '../../drivers/platform
 import { biosImage } from './bios.ts';
 import { DMA_BASE, MICROVM, MSI_AREA, Q35, RAM_SIZE, q35IntxGsi, type QemuConfig } from './configs.ts';
 import { findQemu } from './find.ts';
+import { QmpClient, QMP_ASYNC_PREFIXES } from './qmp.ts';
 
 /**
  * Starts QEMU for a configuration, with pvkit's halting BIOS and a qtest socket, and hands back
@@ -43,6 +44,8 @@ export interface QemuSession {
   output(): string;
   /** False once QEMU has exited or the session was closed. */
   readonly alive: boolean;
+  /** QEMU's monitor (QMP), for host-side actions such as block_resize. */
+  readonly qmp: QmpClient;
   /** Kill QEMU and release everything (idempotent; the promise settles when the channel has stopped). */
   close(): Promise<void>;
 }
@@ -64,8 +67,9 @@ function installExitHook(): void {
 }
 
 /** QEMU's command line for a configuration (without the launcher's own files). */
-export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string; disks: readonly string[] }): string[] {
+export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string; disks: readonly string[]; qmp?: string }): string[] {
   const a: string[] = ['-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'tcg', '-m', `${RAM_SIZE >> 20}M`, '-bios', files.bios, '-qtest', `unix:${files.socket}`, '-qtest-log', 'none'];
+  if (files.qmp) a.push('-chardev', `socket,id=pvkit-qmp,path=${files.qmp}`, '-mon', 'chardev=pvkit-qmp,mode=control');
   if (cfg.machine === 'q35') a.push('-M', 'q35');
   else {
     a.push('-M', 'microvm,acpi=off');
@@ -158,6 +162,7 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-qemu-'));
   const cleanupDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
   let chan: SyncChannel | undefined;
+  let qmpChan: SyncChannel | undefined;
   let proc: ChildProcess | undefined;
   let outFd: number | undefined;
   const readOutput = (): string => {
@@ -202,7 +207,10 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
     const socket = path.join(dir, 'qtest.sock');
     chan = new SyncChannel(socket, opts.replyTimeoutMs !== undefined ? { timeoutMs: opts.replyTimeoutMs } : {});
     chan.readySync();
-    const args = withLoopbackPorts([...qemuArgs(cfg, { bios, socket, disks }), ...(opts.extraArgs ?? [])]);
+    const qmpSocket = path.join(dir, 'qmp.sock');
+    qmpChan = new SyncChannel(qmpSocket, { asyncPrefixes: QMP_ASYNC_PREFIXES, ...(opts.replyTimeoutMs !== undefined ? { timeoutMs: opts.replyTimeoutMs } : {}) });
+    qmpChan.readySync();
+    const args = withLoopbackPorts([...qemuArgs(cfg, { bios, socket, disks, qmp: qmpSocket }), ...(opts.extraArgs ?? [])]);
     cmdline = `${qemu} ${args.join(' ')}`;
     outFd = fs.openSync(path.join(dir, 'qemu.out'), 'w+');
     const usePdeath = fs.existsSync('/usr/bin/setpriv') || fs.existsSync('/bin/setpriv');
@@ -217,6 +225,9 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
     const pid = p.pid;
     let platform: QtestPlatform;
     try {
+      // QEMU connects the monitor's chardev first, then qtest's (both during start-up)
+      qmpChan.waitConnectedSync(opts.startTimeoutMs ?? 30_000, () => (exitedPid(pid) ? 'QEMU exited before pvkit could connect' : undefined));
+      qmpChan.stopListening();
       chan.waitConnectedSync(opts.startTimeoutMs ?? 30_000, () => (exitedPid(pid) ? 'QEMU exited before pvkit could connect' : undefined));
       chan.stopListening();
       // the first answer comes from QEMU's main loop, i.e. after every device is realized
@@ -235,12 +246,15 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
     if (cfg.machine === 'q35') enableQ35Ecam(platform);
     let closed = false;
     const c = chan;
+    const qc = qmpChan;
     const fd = outFd;
+    const qmp = new QmpClient(qc);
     return {
       config: cfg,
       platform,
       pid,
       args,
+      qmp,
       output: readOutput,
       get alive() {
         return !closed && !exitedPid(pid);
@@ -255,13 +269,14 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
         } catch {
           // closed
         }
-        return c.close();
+        return Promise.all([c.close(), qc.close()]).then(() => undefined);
       },
     };
   } catch (e) {
     kill();
     if (proc) live.delete(proc);
     void chan?.close();
+    void qmpChan?.close();
     if (outFd !== undefined) fs.closeSync(outFd);
     cleanupDir();
     if (e instanceof PvkitError) throw e;

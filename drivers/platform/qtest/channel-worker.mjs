@@ -3,14 +3,16 @@
 //
 // It listens on a unix socket, accepts one connection (QEMU's qtest chardev connects as a client),
 // and serves requests from the blocked main thread: each request is some text to send and the
-// number of response lines to wait for. Lines that begin with "IRQ" are asynchronous interrupt
-// notifications; they are collected apart and handed back with the next response. The reply goes
+// number of response lines to wait for. Lines that begin with one of `asyncPrefixes` (qtest:
+// "IRQ", the asynchronous interrupt notifications; QMP: events and the greeting) are collected
+// apart and handed back with the next response. The reply goes
 // over `port`, then the shared flag is set and notified, so the main thread (in Atomics.wait)
 // wakes and takes it with receiveMessageOnPort.
 import { parentPort, workerData } from 'node:worker_threads';
 import net from 'node:net';
 
 const { socketPath, signal, port } = workerData;
+const asyncPrefixes = workerData.asyncPrefixes ?? ['IRQ'];
 const flag = new Int32Array(signal);
 
 let sock = null;
@@ -47,7 +49,7 @@ function onData(chunk) {
   while ((nl = inbuf.indexOf('\n')) >= 0) {
     const line = inbuf.slice(0, nl);
     inbuf = inbuf.slice(nl + 1);
-    if (line.startsWith('IRQ')) {
+    if (asyncPrefixes.some((p) => line.startsWith(p))) {
       irqs.push(line);
       continue;
     }

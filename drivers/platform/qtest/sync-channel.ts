@@ -12,7 +12,7 @@ import { TimeoutError, PvkitError } from '../../../spec-refs/errors.ts';
  */
 export interface ChannelReply {
   readonly lines: readonly string[];
-  /** Asynchronous `IRQ raise N` / `IRQ lower N` lines that arrived since the previous reply. */
+  /** Asynchronous lines (qtest: `IRQ raise N` / `IRQ lower N`) that arrived since the previous reply. */
   readonly irqs: readonly string[];
 }
 
@@ -24,6 +24,8 @@ type Lifecycle = { type: 'listening' } | { type: 'connected' } | { type: 'closed
 export interface SyncChannelOptions {
   /** Longest wait for one reply, in milliseconds (default 20000). */
   timeoutMs?: number;
+  /** Lines starting with one of these are asynchronous, not responses (default ['IRQ'], qtest's). */
+  asyncPrefixes?: readonly string[];
 }
 
 export class SyncChannel {
@@ -46,7 +48,7 @@ export class SyncChannel {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.worker = new Worker(new URL('./channel-worker.mjs', import.meta.url), {
-      workerData: { socketPath, signal: sab, port: port2 },
+      workerData: { socketPath, signal: sab, port: port2, asyncPrefixes: opts.asyncPrefixes ?? ['IRQ'] },
       transferList: [port2],
     });
     // the worker must not keep the process alive on its own
