@@ -65,7 +65,7 @@ describe('QEMU configurations (no QEMU needed)', () => {
     expect(new Set(CONFIGS.map((c) => c.name)).size).toBe(CONFIGS.length);
     const files = { bios: '/b', socket: '/s', disks: ['/d0'] };
     const a = qemuArgs(findConfig('q35-blk-packed')!, files).join(' ');
-    expect(a).toContain('-M q35');
+    expect(a).toContain('-M q35,pit=off');
     expect(a).toContain('virtio-blk-pci,drive=disk0,addr=4.0,disable-legacy=on,packed=on');
     expect(a).toContain('file.locking=off');
     const m = qemuArgs(findConfig('microvm-blk-legacy')!, files).join(' ');

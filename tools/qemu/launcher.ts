@@ -70,9 +70,10 @@ function installExitHook(): void {
 export function qemuArgs(cfg: QemuConfig, files: { bios: string; socket: string; disks: readonly string[]; qmp?: string }): string[] {
   const a: string[] = ['-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'tcg', '-m', `${RAM_SIZE >> 20}M`, '-bios', files.bios, '-qtest', `unix:${files.socket}`, '-qtest-log', 'none'];
   if (files.qmp) a.push('-chardev', `socket,id=pvkit-qmp,path=${files.qmp}`, '-mon', 'chardev=pvkit-qmp,mode=control');
-  if (cfg.machine === 'q35') a.push('-M', 'q35');
+  // no PIT (nor RTC on microvm): nothing but the devices under test raises interrupt lines
+  if (cfg.machine === 'q35') a.push('-M', 'q35,pit=off');
   else {
-    a.push('-M', 'microvm,acpi=off');
+    a.push('-M', 'microvm,acpi=off,pit=off,rtc=off');
     a.push('-global', `virtio-mmio.force-legacy=${cfg.mmioVersion === 1 ? 'true' : 'false'}`);
   }
   let disk = 0;
