@@ -41,7 +41,8 @@ export function startCommandTrace(path: string | undefined, opts: TracerOptions 
     finish() {
       session.finish(path);
       const t = session.tracer;
-      return `trace: ${t.count} events${t.dropped ? ` (${t.dropped} more dropped past the limit)` : ''} written to ${path}; open it in https://ui.perfetto.dev`;
+      if (session.machineCount === 0) return `trace: no simulated machine ran, so ${path} holds no events (a QEMU target has no virtual clock to trace)`;
+      return `trace: ${session.machineCount} machine(s), ${t.count} events${t.dropped ? ` (${t.dropped} more dropped past the limit)` : ''} written to ${path}; open it in https://ui.perfetto.dev`;
     },
   };
 }

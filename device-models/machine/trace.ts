@@ -269,6 +269,11 @@ export class TraceSession {
   private readonly stops: (() => void)[] = [];
   private machines = 0;
 
+  /** Machines traced so far. */
+  get machineCount(): number {
+    return this.machines;
+  }
+
   constructor(private readonly label: () => string = () => 'machine', opts: TracerOptions = {}) {
     this.tracer = new Tracer({ maxEvents: opts.maxEvents, processName: 'pvkit' });
     this.stopCreate = Machine.addCreateListener((m) => this.add(m, this.label(), opts));
