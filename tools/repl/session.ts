@@ -998,7 +998,18 @@ export function helpers(s: Session): Record<string, unknown> {
   const out: Record<string, unknown> = { session: s, machine: s.machine, monitor: s.monitor };
   for (const h of HELPERS) {
     const f = (s as unknown as Record<string, unknown>)[h.name];
-    if (typeof f === 'function') out[h.name] = (f as (...a: unknown[]) => unknown).bind(s);
+    if (typeof f === 'function') {
+      const fn = (f as (...a: unknown[]) => unknown).bind(s);
+      // A typed error (bad argument, helper of the other device...) is an answer, not a crash: print it in one line.
+      out[h.name] = (...a: unknown[]) => {
+        try {
+          return fn(...a);
+        } catch (e) {
+          if (e instanceof PvkitError) return new View(`${e.name}: ${e.message}`, e);
+          throw e;
+        }
+      };
+    }
   }
   Object.defineProperty(out, 'blk', { get: () => s.blk, enumerable: true });
   Object.defineProperty(out, 'net', { get: () => s.net, enumerable: true });
