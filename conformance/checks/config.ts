@@ -60,7 +60,7 @@ defineCheck({
   statements: ['config_space.driver.1', 'config_space.driver.2'],
   side: 'driver',
   kind: 'property',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: ['mmio'] },
   run(ctx) {
     checkProperty(ctx, ['config_space.driver.1'], [fc.integer({ min: 1, max: 3 }), fc.constantFrom(0x1000, 0x1_0000_0000 + 0x1000, 0xffff_f000)], (changes, newCap) => {
       // a device whose capacity (a 64-bit field) changes right after the driver reads its low half
@@ -128,7 +128,7 @@ defineCheck({
   statements: ['split.driver.17'],
   side: 'driver',
   kind: 'property',
-  applies: { devices: ['blk'] },
+  applies: { rings: ['split'], devices: ['blk'] },
   run(ctx) {
     checkProperty(ctx, ['split.driver.17'], [fc.integer({ min: 0, max: 512 })], (shortLen) => {
       const dut = ctx.newDevice();

@@ -129,7 +129,7 @@ defineCheck({
   statements: ['features.device.10'],
   side: 'device',
   kind: 'property',
-  applies: { transports: ['mmio'], features: [F.IN_ORDER] },
+  applies: { rings: ['split'], transports: ['mmio'], features: [F.IN_ORDER] },
   run(ctx) {
     checkProperty(ctx, ['features.device.10'], [fc.integer({ min: 2, max: 6 })], (n) => {
       const dut = ctx.newDevice({ params: { reorder: true } });

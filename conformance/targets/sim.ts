@@ -6,6 +6,7 @@
  */
 import { Machine } from '../../device-models/machine/machine.ts';
 import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';
+import { ringLayout } from '../../device-models/virtio/core.ts';
 import type { RingLayout, TransportName } from '../check.ts';
 import { registerTarget, type DeviceOptions, type DeviceUnderTest, type Target } from '../target.ts';
 
@@ -65,7 +66,8 @@ export const simTarget: Target = {
     return [...transports.keys()].filter((t) => !t.endsWith('-legacy'));
   },
   get rings() {
-    return [...rings];
+    // the packed ring joins as soon as the core has an implementation registered
+    return ringLayout('packed') ? [...new Set([...rings, 'packed' as const])] : [...rings];
   },
   xfail: SIM_XFAIL,
   runsDriverChecks: true,

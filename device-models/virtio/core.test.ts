@@ -174,4 +174,12 @@ describe('VirtioCore', () => {
       expect(c.ring(0)?.layout).toBe('packed');
     }
   });
+
+  it('a model bound to the core can change its config before DRIVER_OK: new generation, no interrupt yet', () => {
+    const { c, model, sig } = mk();
+    const g = c.generation;
+    model.bumpConfig();
+    expect(c.generation).not.toBe(g);
+    expect(sig.config).toBe(0);
+  });
 });

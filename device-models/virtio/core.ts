@@ -178,6 +178,7 @@ export class VirtioCore implements RingHost {
     }
     this.rings = new Array<CoreQueue | null>(n).fill(null);
     this.pendingNotify = new Array<ScheduledEvent | null>(n).fill(null);
+    model.bind?.({ configChanged: () => this.configChanged() });
   }
 
   /** The transport attaches itself once. */

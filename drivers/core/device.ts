@@ -120,7 +120,7 @@ export class InterruptDispatcher {
   dispatch(vector: number): void {
     const s = this.handlers.get(vector);
     try {
-      if (s && s.size) for (const h of [...s]) h(vector);
+      if (s && s.size) for (const h of s) h(vector);
       else this.unhandled++;
     } finally {
       this.p.irq.eoi(vector);

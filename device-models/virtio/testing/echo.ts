@@ -4,7 +4,7 @@
  * completed with the number of bytes copied. Not a real device type: it exists so that the core
  * can be tested end to end without virtio-blk or virtio-net.
  */
-import type { Chain, DeviceContext, DeviceQueue, VirtioDeviceModel } from '../model.ts';
+import type { Chain, DeviceContext, DeviceHost, DeviceQueue, VirtioDeviceModel } from '../model.ts';
 import { gatherInto, scatter } from '../chain-io.ts';
 import { F, featureSet } from '../../../spec-refs/virtio.ts';
 
@@ -87,10 +87,16 @@ export class EchoModel implements VirtioDeviceModel {
   }
   private readonly queueEpoch: number[] = [];
 
-  /** Change the config space (counter++) the way a device does on its own. */
+  host: DeviceHost | null = null;
+
+  bind(host: DeviceHost): void {
+    this.host = host;
+  }
+
+  /** Change the config space (counter++) the way a device does on its own, before or after DRIVER_OK. */
   bumpConfig(): void {
     this.counter++;
-    this.ctx?.configChanged();
+    this.host?.configChanged();
   }
 
   private complete(q: DeviceQueue, c: Chain): void {
