@@ -145,6 +145,9 @@ export class VirtioPciDevice {
     this.active = (this.modern ?? this.legacyCore)!;
     this.modern?.attach(new CoreSignals(this, this.modern));
     this.legacyCore?.attach(new CoreSignals(this, this.legacyCore));
+    // Both cores bound the model to themselves; the model's own configuration changes belong to
+    // whichever interface the driver is using.
+    model.bind?.({ configChanged: () => this.active.configChanged() });
     this.numQueues = model.numQueues;
     const mult = opts.notifyOffMultiplier ?? 4;
     if (mult !== 0 && (!isPow2(mult) || mult < 2)) throw new UsageError('pci.notify_mult', 'notify_off_multiplier must be 0 or an even power of two', { statements: ['pci.device.31'], seen: String(mult) });
@@ -545,9 +548,11 @@ export class VirtioPciDevice {
     if (off >= cfgOff) {
       // Legacy config space: any access width gives the bytes of the natural layout (guest
       // endian: the simulated guest is x86, little-endian).
-      let v = 0;
       const n = size === 8 ? 4 : size;
-      for (let i = 0; i < n; i++) v |= core.readConfig(off - cfgOff + i, 1) << (8 * i);
+      const o = off - cfgOff;
+      if (o % n === 0) return core.readConfig(o, n as 1 | 2 | 4);
+      let v = 0;
+      for (let i = 0; i < n; i++) v |= core.readConfig(o + i, 1) << (8 * i);
       return v >>> 0;
     }
     const q = core.queueConfig(this.legacyQueueSel);

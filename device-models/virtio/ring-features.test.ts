@@ -27,6 +27,7 @@ class NetEcho extends EchoModel {
   resetQueues: number[] = [];
   override queueReset(i: number): void {
     this.resetQueues.push(i);
+    super.queueReset(i);
   }
 }
 
@@ -120,6 +121,15 @@ describe('IN_ORDER through the core: a model completing out of order still yield
 });
 
 describe('NOTIFICATION_DATA over virtio-mmio', () => {
+  it('NOTIF_CONFIG_DATA is offered over virtio-pci only', () => {
+    const features = featureSet(F.VERSION_1, F.NOTIFICATION_DATA, F.NOTIF_CONFIG_DATA);
+    const m = new Machine();
+    const mm = attachVirtioMmio(m, new NetEcho({ features }));
+    const pc = attachVirtioPci(m, new NetEcho({ features }));
+    expect(mm.core.deviceFeatures).toBe(featureSet(F.VERSION_1, F.NOTIFICATION_DATA));
+    expect(pc.core.deviceFeatures).toBe(features);
+  });
+
   for (const packed of [false, true]) {
     it(`${packed ? 'packed' : 'split'}: QueueNotify carries the queue index and the next position`, () => {
       const features = featureSet(F.VERSION_1, F.NOTIFICATION_DATA, ...(packed ? [F.RING_PACKED] : []));

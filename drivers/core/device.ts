@@ -274,7 +274,8 @@ export class VirtioDriverDevice {
         if (optional.has(i)) continue;
         throw new DeviceMisbehaviourError('queue.absent', `device has no queue ${i}`, { statements: ['mmio.driver.14'], expected: 'QueueSizeMax > 0', seen: '0' });
       }
-      const size = layout.chooseSize(max, cap);
+      // the legacy PCI interface has no way to choose a size: the device's is the size
+      const size = t.fixedQueueSize ? max : layout.chooseSize(max, cap);
       if (size < 1) throw new UsageError('queue.size', `no usable size for queue ${i}`, { seen: `max ${max}, cap ${cap}` });
       this.createQueue(i, size);
     }
@@ -448,6 +449,17 @@ export class VirtioDriverDevice {
    */
   readConfigStable<T>(read: (t: VirtioTransport) => T): T {
     const t = this.transport;
+    if (t.legacy) {
+      // The legacy interface has no generation counter: read until two reads in a row agree
+      // (content.tex, "Legacy Interface: Device Configuration Space").
+      let prev = read(t);
+      for (let i = 0; i < this.configRetries; i++) {
+        const v = read(t);
+        if (JSON.stringify(v) === JSON.stringify(prev)) return v;
+        prev = v;
+      }
+      throw new DeviceMisbehaviourError('config.unstable', 'legacy configuration never read the same twice in a row', { expected: `two equal reads within ${this.configRetries} tries` });
+    }
     let last = 0;
     for (let i = 0; i < this.configRetries; i++) {
       const before = t.configGeneration();

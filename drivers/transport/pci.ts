@@ -64,6 +64,7 @@ export class PciTransport implements VirtioTransport {
   readonly legacy: boolean;
   readonly deviceType: number;
   readonly legacyAlign?: number;
+  readonly fixedQueueSize?: boolean;
   readonly addr: PciAddress;
   readonly info: PciDeviceInfo;
   readonly bars: readonly BarInfo[];
@@ -114,6 +115,7 @@ export class PciTransport implements VirtioTransport {
       // pci.driver: a transitional driver falls back to the legacy interface in BAR0
       this.legacy = true;
       this.legacyAlign = Legacy.ALIGN;
+      this.fixedQueueSize = true;
     } else if (opts.legacy) {
       throw new DeviceMisbehaviourError('pci.no_legacy', 'device offers no legacy interface (not transitional, or no I/O BAR0)', { seen: `${hex(info.deviceId)} rev ${info.revision}` });
     } else {
