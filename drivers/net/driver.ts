@@ -145,7 +145,7 @@ export class VirtioNetDriver {
   private readonly rxQueueLimit: number;
   private readonly napiBudget: number;
   /** Mergeable receive: a frame being assembled per queue. */
-  private readonly partial: ({ parts: Uint8Array[]; need: number; hdr: Uint8Array } | null)[] = [];
+  private readonly partial: ({ parts: Uint8Array[]; need: number; hdr: Uint8Array; lastLen: number; lastPosted: number } | null)[] = [];
   private inPoll = false;
   private announcePending = false;
   private readonly announceFrames: (() => Uint8Array[]) | undefined;
@@ -300,10 +300,19 @@ export class VirtioNetDriver {
         for (;;) {
           q.disableInterrupts();
           let round = 0;
+          let drained = false;
           while (round < this.napiBudget) {
             const got = this.rxOne(p);
-            if (got < 0) break;
+            if (got < 0) {
+              drained = true;
+              break;
+            }
             round += got;
+          }
+          const part = this.partial[p];
+          if (drained && part) {
+            // net.device.32: all buffers of a frame are used together; a partial frame means some are missing.
+            this.deviceError('net.device.32', `frame with num_buffers ${part.need} but only ${part.parts.length} used so far`);
           }
           n += round;
           this.refillKick(p);
@@ -344,7 +353,10 @@ export class VirtioNetDriver {
     let done = 0;
     const part = this.partial[p];
     if (part) {
-      // A continuation buffer of a mergeable frame: data only.
+      // A continuation buffer of a mergeable frame: data only. Every buffer but the last is full (net.device.31).
+      if (part.parts.length > 0 && part.lastLen < part.lastPosted) this.deviceError('net.device.31', `mergeable buffer ${part.parts.length} of ${part.need} filled ${part.lastLen} of ${part.lastPosted} bytes`);
+      part.lastLen = len;
+      part.lastPosted = buf.len;
       part.parts.push(mem.readBytes(buf.addr, len));
       if (part.parts.length >= part.need) {
         this.partial[p] = null;
@@ -364,7 +376,7 @@ export class VirtioNetDriver {
         this.deviceError('net.device.30', `num_buffers ${nb}`);
         this.stats.rxDropped++;
       } else if (this.f.mrg && nb > 1) {
-        this.partial[p] = { parts: [data], need: nb, hdr };
+        this.partial[p] = { parts: [data], need: nb, hdr, lastLen: len, lastPosted: buf.len };
       } else {
         done = this.finishFrame(p, hdr, [data], 1);
       }
@@ -402,12 +414,17 @@ export class VirtioNetDriver {
     // net.driver.68: unknown flag bits ignored.
     if (!this.f.guestCsum && flags & (NetHdr.F_NEEDS_CSUM | NetHdr.F_DATA_VALID)) return drop('net.device.33', `flags ${flags} without GUEST_CSUM`);
     if (flags & NetHdr.F_RSC_INFO) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
+    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
     // net.driver.75 / .77: tunnel GSO types are not negotiated by this driver.
-    if (gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.device.39', `gso_type ${gsoType}`);
+    const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
+    if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.driver.75', `gso_type ${gsoType} has both tunnel bits`);
+    if (tunnel && (!(flags & NetHdr.F_NEEDS_CSUM) || flags & NetHdr.F_DATA_VALID || (gsoType & 0x1f) === NetHdr.GSO_NONE)) return drop('net.driver.77', `tunnel gso_type ${gsoType} with flags ${flags}`);
+    if (tunnel) return drop('net.device.39', `gso_type ${gsoType}`);
     const base = gsoType & 0x7f;
     if (base !== NetHdr.GSO_NONE) {
       if (base === NetHdr.GSO_TCPV4 && !this.f.guestTso4) return drop('net.device.35', 'GSO_TCPV4 without GUEST_TSO4');
       if (base === NetHdr.GSO_TCPV6 && !this.f.guestTso6) return drop('net.device.37', 'GSO_TCPV6 without GUEST_TSO6');
+      if (base === NetHdr.GSO_UDP_L4) return drop('net.device.38', 'GSO_UDP_L4 without GUEST_USO');
       if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6) return drop('net.device.36', `gso_type ${gsoType}`);
       if (!(flags & NetHdr.F_NEEDS_CSUM)) return drop('net.device.55', 'GSO without NEEDS_CSUM');
       if (gsoSize === 0) return drop('net.device.56', 'GSO with gso_size 0');
