@@ -59,6 +59,8 @@ export interface NetDeviceOptions {
    * receive buffer sizes against the MTU) and record each breach as a violation.
    */
   strict?: boolean;
+  /** Test hook: answer a control command instead of the device (hostile-device checks of drivers); undefined: the device answers. */
+  ctrlHook?: (cls: number, cmd: number, data: Uint8Array) => { ack: number; result?: Uint8Array } | undefined;
   /** Test hook: rewrite each receive header just before it is written (hostile-device checks of drivers). */
   rxHeaderHook?: (hdr: Uint8Array, frame: Uint8Array) => void;
 }
@@ -139,6 +141,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private readonly macTableSize: number;
   private readonly strict: boolean;
   private readonly rxHeaderHook: ((hdr: Uint8Array, frame: Uint8Array) => void) | undefined;
+  private readonly ctrlHook: NetDeviceOptions['ctrlHook'];
   private readonly config = new Uint8Array(NetCfg.SIZE);
   private readonly cfgView = new DataView(this.config.buffer);
   private backend: NetBackend | undefined;
@@ -199,6 +202,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.macTableSize = opts.macTableSize ?? 64;
     this.strict = opts.strict ?? false;
     this.rxHeaderHook = opts.rxHeaderHook;
+    this.ctrlHook = opts.ctrlHook;
     this.permanentMac = (opts.mac ?? new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])).slice(0, 6);
     this.linkUp = opts.linkUp ?? true;
     let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & NET_SUPPORTED_FEATURES;
@@ -865,7 +869,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         const len = Math.min(chain.readableLen, 1 << 16);
         const cmd = new Uint8Array(len);
         gatherInto(ctx.mem, chain.readable, 0, cmd);
-        const r = this.command(cmd[0]!, cmd[1]!, cmd.subarray(2), chain.writableLen - 1);
+        const r = this.ctrlHook?.(cmd[0]!, cmd[1]!, cmd.subarray(2)) ?? this.command(cmd[0]!, cmd[1]!, cmd.subarray(2), chain.writableLen - 1);
         ack = r.ack;
         result = r.result ?? null;
       }

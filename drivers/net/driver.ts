@@ -192,7 +192,8 @@ export class VirtioNetDriver {
     }
     if (this.ctrlIndex >= 0) this.ctrlq = dev.queue<CtrlPending>(this.ctrlIndex);
     // Post receive buffers (net.driver.67: on every receive queue to be used).
-    const want = opts.rxBuffers;
+    // Big (non-mergeable GSO) buffers: a smaller pool by default (64 KiB each).
+    const want = opts.rxBuffers ?? (this.rxBufferSize > 16384 ? 32 : undefined);
     for (let p = 0; p < pairs; p++) {
       const q = this.rxq[p]!;
       const n = Math.min(want ?? q.size, q.size);
@@ -793,6 +794,7 @@ export class VirtioNetDriver {
   /** Read a queue's coalescing parameters; null when the device answers ERR (net.driver.105: values disregarded). */
   getQueueCoalescing(vq: number): { maxPackets: number; maxUsecs: number } | null {
     this.need(NetF.VQ_NOTF_COAL, 'net.driver.104', 'NOTF_COAL_VQ_GET');
+    if (vq < 0 || vq >= 2 * this.activePairs) throw new UsageError('net.coal.vq', 'not an enabled data queue', { statements: ['net.driver.102'], seen: `${vq}` });
     const d = new Uint8Array(4);
     new DataView(d.buffer).setUint16(0, vq, true);
     const r = this.command(NetCtrl.CLASS_NOTF_COAL, NetCtrl.NOTF_COAL_VQ_GET, d, 8);
