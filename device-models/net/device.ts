@@ -180,6 +180,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private backlog: RxItem[][] = [];
   private stash: Chain[][] = [];
   private drainScheduled: boolean[] = [];
+  /** Receive queues reset on their own and not yet used again by the driver (net.device.100/.102: traffic for them is dropped). */
+  private rxResetting: boolean[] = [];
   private txScheduled: boolean[] = [];
   private coal: Coal[] = [];
   private coalTx = { maxPackets: 0, maxUsecs: 0 };
@@ -323,6 +325,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     // The core detached the ring: chains we hold are gone with it.
     if (this.stash[index]) this.stash[index] = [];
     if (this.backlog[index]) this.backlog[index] = [];
+    if (index % 2 === 0 && index < 2 * this.maxPairs) this.rxResetting[index] = true;
     const c = this.coal[index];
     if (c) {
       if (c.timer) c.timer.cancelled = true;
@@ -340,6 +343,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       return;
     }
     if (index < 0 || index >= 2 * this.maxPairs) return;
+    this.rxResetting[index] = false;
     this.qstats[index]!.notifications++;
     if (index % 2 === 1) this.processTx(index);
     else this.drain(index);
@@ -366,6 +370,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.backlog = Array.from({ length: n }, () => []);
     this.stash = Array.from({ length: n }, () => []);
     this.drainScheduled = new Array<boolean>(n).fill(false);
+    this.rxResetting = new Array<boolean>(n).fill(false);
     this.txScheduled = new Array<boolean>(n).fill(false);
     this.coal = Array.from({ length: n }, () => ({ maxPackets: 0, maxUsecs: 0, count: 0, timer: null }));
     this.coalTx = { maxPackets: 0, maxUsecs: 0 };
@@ -596,6 +601,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     if (pair < 0) return;
     const index = 2 * pair;
     const st = this.qstats[index]!;
+    if (this.rxResetting[index]) {
+      // net.device.100 / net.device.102: the chosen receive queue is being reset: drop.
+      st.drops++;
+      return;
+    }
     const hv = hash.value;
     const hr = this.f.hashReport ? hash.report : HashReport.NONE;
     const items: RxItem[] = [];

@@ -20,6 +20,7 @@ import type { GuestPlatform } from '../core/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
 import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
 import { VirtioDriverDevice } from '../core/device.ts';
+import { SplitVirtqueue } from '../core/split.ts';
 import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { ETH_HLEN, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
@@ -31,7 +32,7 @@ export const NET_DRIVER_FEATURES: bigint = [
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
-  F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED,
+  F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 export interface NetDriverOptions {
@@ -135,8 +136,10 @@ export class VirtioNetDriver {
   duplex = 0xff;
 
   private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean };
-  private readonly rxq: Virtqueue<RxBuf>[] = [];
-  private readonly txq: Virtqueue<TxSlot>[] = [];
+  private rxq: Virtqueue<RxBuf>[] = [];
+  /** Every receive buffer allocated per pair (reposted after a queue reset). */
+  private readonly rxBufs: RxBuf[][] = [];
+  private txq: Virtqueue<TxSlot>[] = [];
   private readonly txPool: number[][] = [];
   private readonly txSlotSize: number;
   private ctrlq: Virtqueue<CtrlPending> | null = null;
@@ -197,9 +200,12 @@ export class VirtioNetDriver {
     for (let p = 0; p < pairs; p++) {
       const q = this.rxq[p]!;
       const n = Math.min(want ?? q.size, q.size);
+      this.rxBufs.push([]);
       for (let i = 0; i < n; i++) {
         const addr = this.platform.dma.alloc(this.rxBufferSize, 16);
-        if (!q.add([], [{ addr, len: this.rxBufferSize }], { addr, len: this.rxBufferSize })) break;
+        const b = { addr, len: this.rxBufferSize };
+        this.rxBufs[p]!.push(b);
+        if (!q.add([], [{ addr, len: this.rxBufferSize }], b)) break;
       }
       q.kick();
       const tq = this.txq[p]!;
@@ -298,6 +304,7 @@ export class VirtioNetDriver {
       this.stats.napiPolls++;
       for (let p = 0; p < this.rxq.length; p++) {
         const q = this.rxq[p]!;
+        if (this.resetting.has(2 * p)) continue;
         for (;;) {
           q.disableInterrupts();
           let round = 0;
@@ -322,7 +329,7 @@ export class VirtioNetDriver {
           if (q.enableInterrupts()) break;
         }
       }
-      for (let p = 0; p < this.txq.length; p++) this.reclaimTx(p);
+      for (let p = 0; p < this.txq.length; p++) if (!this.resetting.has(2 * p + 1)) this.reclaimTx(p);
       this.reapCtrl();
     } catch (e) {
       if (e instanceof DeviceMisbehaviourError) {
@@ -338,6 +345,8 @@ export class VirtioNetDriver {
   }
 
   private ctrlBusy = false;
+  /** Data queues in the middle of a reset (not polled). */
+  private readonly resetting = new Set<number>();
 
   private refillKick(p: number): void {
     this.rxq[p]!.kick();
@@ -856,6 +865,45 @@ export class VirtioNetDriver {
     for (const fr of this.announceFrames?.() ?? []) this.send(fr);
     this.stats.announces++;
     this.mustCommand(NetCtrl.CLASS_ANNOUNCE, NetCtrl.ANNOUNCE_ACK, new Uint8Array(0), 'ANNOUNCE_ACK');
+  }
+
+  /**
+   * Reset one data queue on its own (VIRTIO_F_RING_RESET) and bring it back with a fresh ring:
+   * receive buffers are reposted; transmit frames in flight are lost. `during` runs while the
+   * queue is reset and not yet re-enabled. Split rings only.
+   */
+  resetQueue(index: number, during?: () => void): void {
+    if (!hasFeature(this.features, F.RING_RESET) || !this.dev.transport.resetQueue) throw new UsageError('net.queue_reset', 'VIRTIO_F_RING_RESET not negotiated or not supported by the transport');
+    const pair = index >> 1;
+    if (pair >= this.pairs) throw new UsageError('net.queue_reset', 'not a data queue of this driver', { seen: `${index}` });
+    const old = this.dev.queue<unknown>(index);
+    if (old.layout !== 'split') throw new UsageError('net.queue_reset', 'queue reset is implemented for split rings only');
+    const t = this.dev.transport;
+    t.resetQueue!(index);
+    old.destroy();
+    this.resetting.add(index);
+    try {
+      during?.();
+    } finally {
+      this.resetting.delete(index);
+    }
+    const vq = new SplitVirtqueue<unknown>(this.platform.mem, this.platform.dma, {
+      index,
+      size: old.size,
+      eventIdx: hasFeature(this.features, F.EVENT_IDX),
+      indirect: hasFeature(this.features, F.INDIRECT_DESC),
+      notify: () => t.notify(index),
+    });
+    t.setupQueue(index, vq.addresses);
+    (this.dev.queues as Map<number, unknown>).set(index, vq);
+    if (index % 2 === 0) {
+      this.partial[pair] = null;
+      this.rxq[pair] = vq as unknown as Virtqueue<RxBuf>;
+      for (const b of this.rxBufs[pair]!) vq.add([], [{ addr: b.addr, len: b.len }], b);
+      vq.kick();
+    } else {
+      this.txq[pair] = vq as unknown as Virtqueue<TxSlot>;
+    }
   }
 
   /** Reset the device and free the queues. */
