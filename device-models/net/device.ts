@@ -70,7 +70,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CSUM, NetF.GUEST_CSUM, NetF.CTRL_GUEST_OFFLOADS, NetF.MTU, NetF.MAC, NetF.GUEST_TSO4, NetF.GUEST_TSO6,
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
-  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
+  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
@@ -154,12 +154,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     csum: false, guestCsum: false, hostTso4: false, hostTso6: false, guestTso4: false, guestTso6: false, mrg: false,
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
-    status: false, version1: false,
+    status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
   };
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
   private rxTso4 = false;
   private rxTso6 = false;
+  private rxEcn = false;
   private curPairs = 1;
   private ctrlIndex = 2;
   private mac = new Uint8Array(6);
@@ -306,11 +307,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       macAddr: has(NetF.CTRL_MAC_ADDR), mtu: has(NetF.MTU), announce: has(NetF.GUEST_ANNOUNCE), guestOffloads: has(NetF.CTRL_GUEST_OFFLOADS),
       stats: has(NetF.DEVICE_STATS), notfCoal: has(NetF.NOTF_COAL), vqNotfCoal: has(NetF.VQ_NOTF_COAL), hashReport: has(NetF.HASH_REPORT),
       rss: has(NetF.RSS), status: has(NetF.STATUS), version1: has(F.VERSION_1),
+      hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
     this.rxTso4 = this.f.guestTso4 && this.f.guestCsum;
     this.rxTso6 = this.f.guestTso6 && this.f.guestCsum;
+    this.rxEcn = this.f.guestEcn;
     this.ctrlIndex = this.f.ctrlVq ? (this.f.mq ? 2 * this.maxPairs : 2) : -1;
     // net.device.97: receiveq1 only until the driver enables more pairs.
     this.curPairs = 1;
@@ -509,7 +512,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
     }
     if (tunnel && flags & NetHdr.F_DATA_VALID) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
-    if (flags & NetHdr.F_SECURITY) return malformed('net.driver.61', 'SECURITY flag without IPsec');
+    if (flags & NetHdr.F_SECURITY) {
+      this.violate('net.driver.62', 'SECURITY flag: no IPsec SA can be named');
+      return malformed('net.driver.61', 'SECURITY flag without IPsec');
+    }
     if (hl >= NetHdr.SIZE_BASE && (this.f.version1 || this.f.mrg)) {
       const nb = hv.getUint16(NetHdr.OFF_NUM_BUFFERS, true);
       if (nb !== 0) return malformed('net.driver.16', `num_buffers ${nb} on transmit`);
@@ -524,7 +530,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       this.violate('net.driver.31', `gso_type ${gsoType} without HOST_UDP_TUNNEL_GSO`);
       return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
     }
-    if (gsoType & NetHdr.GSO_ECN) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
+    const ecn = (gsoType & NetHdr.GSO_ECN) !== 0;
+    if (ecn && !this.f.hostEcn) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
     const base = gsoType & 0x1f;
     const csumCount: 'none' | 'needs' = needsCsum ? 'needs' : 'none';
     if (needsCsum && this.strict) {
@@ -553,6 +560,9 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const info = parseFrame(data);
     const tcpOk = info.proto === IpProto.TCP && info.headerLen > 0 && (base === NetHdr.GSO_TCPV4 ? info.ipVersion === 4 : info.ipVersion === 6);
     if (!tcpOk) return malformed('net.driver.45', `gso_type ${gsoType} does not match the frame`);
+    if (this.strict && this.f.hdrLen && hv.getUint16(NetHdr.OFF_HDR_LEN, true) !== info.headerLen) this.violate('net.driver.48', `hdr_len ${hv.getUint16(NetHdr.OFF_HDR_LEN, true)}, headers are ${info.headerLen} bytes`);
+    // net.driver.29: with HOST_ECN, a TSO frame carrying CWR must say GSO_ECN.
+    if (this.f.hostEcn && !ecn && data[info.l4 + 13]! & 0x80) this.violate('net.driver.29', 'TSO frame with CWR but no GSO_ECN');
     if (csumStart !== info.l4 || csumOffset !== 16) return malformed('net.driver.44', `csum_start/offset ${csumStart}/${csumOffset} do not point at the TCP checksum (${info.l4}/16)`);
     st.needsCsum++;
     const payload = info.ipEnd - info.headerLen;
@@ -563,7 +573,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       st.gsoSegments += segs;
       st.gsoSegmentsBytes += data.length + (segs - 1) * info.headerLen;
     }
-    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen } };
+    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen, ecn } };
   }
 
   /** Strict mode: NEEDS_CSUM must point at the TCP/UDP checksum, which holds the pseudo-header sum (net.driver.42-.44). */
@@ -610,10 +620,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const hr = this.f.hashReport ? hash.report : HashReport.NONE;
     const items: RxItem[] = [];
     if (wf.gso) {
-      const canGso = (wf.gso.type === NetHdr.GSO_TCPV4 && this.rxTso4) || (wf.gso.type === NetHdr.GSO_TCPV6 && this.rxTso6);
+      let canGso = (wf.gso.type === NetHdr.GSO_TCPV4 && this.rxTso4) || (wf.gso.type === NetHdr.GSO_TCPV6 && this.rxTso6);
+      // A super-frame carrying ECN (CWR): GSO_ECN with GUEST_ECN (net.device.42); without it, segments (net.device.41).
+      const cwr = info.l4 >= 0 && info.proto === IpProto.TCP && (data[info.l4 + 13]! & 0x80) !== 0;
+      if (cwr && !this.rxEcn) canGso = false;
       if (canGso && wf.csum) {
         // net.device.55/.56/.59: GSO delivered with NEEDS_CSUM, gso_size and hdr_len.
-        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type, gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
+        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type | (cwr ? NetHdr.GSO_ECN : 0), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
         st.gsoPackets++;
         st.gsoBytes += data.length;
         st.needsCsum++;
@@ -982,6 +995,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         this.rxCsum = hasFeature(want, NetF.GUEST_CSUM);
         this.rxTso4 = hasFeature(want, NetF.GUEST_TSO4) && this.rxCsum;
         this.rxTso6 = hasFeature(want, NetF.GUEST_TSO6) && this.rxCsum;
+        this.rxEcn = hasFeature(want, NetF.GUEST_ECN);
         return OK;
       }
       case NetCtrl.CLASS_NOTF_COAL:

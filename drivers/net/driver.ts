@@ -31,7 +31,7 @@ export const NET_DRIVER_FEATURES: bigint = [
   NetF.CSUM, NetF.GUEST_CSUM, NetF.CTRL_GUEST_OFFLOADS, NetF.MTU, NetF.MAC, NetF.GUEST_TSO4, NetF.GUEST_TSO6,
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
-  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
+  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
@@ -135,7 +135,7 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean };
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean };
   private rxq: Virtqueue<RxBuf>[] = [];
   /** Every receive buffer allocated per pair (reposted after a queue reset). */
   private readonly rxBufs: RxBuf[][] = [];
@@ -163,6 +163,7 @@ export class VirtioNetDriver {
       csum: has(NetF.CSUM), guestCsum: has(NetF.GUEST_CSUM), tso4: has(NetF.HOST_TSO4), tso6: has(NetF.HOST_TSO6), mrg: has(NetF.MRG_RXBUF),
       status: has(NetF.STATUS), ctrl: has(NetF.CTRL_VQ), mq: has(NetF.MQ), mtu: has(NetF.MTU), announce: has(NetF.GUEST_ANNOUNCE),
       hashReport: has(NetF.HASH_REPORT), guestTso4: has(NetF.GUEST_TSO4), guestTso6: has(NetF.GUEST_TSO6),
+      hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
     };
     this.hdrLen = netHdrSize(dev.features);
     this.maxPairs = maxPairs;
@@ -431,6 +432,7 @@ export class VirtioNetDriver {
     if (tunnel && (!(flags & NetHdr.F_NEEDS_CSUM) || flags & NetHdr.F_DATA_VALID || (gsoType & 0x1f) === NetHdr.GSO_NONE)) return drop('net.driver.77', `tunnel gso_type ${gsoType} with flags ${flags}`);
     if (tunnel) return drop('net.device.39', `gso_type ${gsoType}`);
     const base = gsoType & 0x7f;
+    if (gsoType & NetHdr.GSO_ECN && !this.f.guestEcn) return drop('net.device.41', 'GSO_ECN without GUEST_ECN');
     if (base !== NetHdr.GSO_NONE) {
       if (base === NetHdr.GSO_TCPV4 && !this.f.guestTso4) return drop('net.device.35', 'GSO_TCPV4 without GUEST_TSO4');
       if (base === NetHdr.GSO_TCPV6 && !this.f.guestTso6) return drop('net.device.37', 'GSO_TCPV6 without GUEST_TSO6');
@@ -525,7 +527,10 @@ export class VirtioNetDriver {
     if (frame.length < ETH_HLEN) throw new UsageError('net.tx.short', 'frame shorter than an Ethernet header', { seen: `${frame.length}` });
     const gso = offload.gso;
     if (gso) {
-      const hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6);
+      let hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6);
+      // net.driver.28: ECN (CWR) in a TSO frame needs HOST_ECN; otherwise segment here.
+      const info = parseFrame(frame);
+      if (hw && info.l4 >= 0 && info.proto === IpProto.TCP && frame[info.l4 + 13]! & 0x80 && !this.f.hostEcn) hw = false;
       if (!hw) return this.sendSoftwareGso(frame, offload, p);
     }
     if (!gso && frame.length > this.mtu + ETH_HLEN + 4) {
@@ -584,7 +589,8 @@ export class VirtioNetDriver {
       const info = parseFrame(data);
       if (info.proto !== IpProto.TCP || info.headerLen < 0) throw new UsageError('net.tx.gso', 'GSO frame is not TCP');
       h[NetHdr.OFF_FLAGS] = NetHdr.F_NEEDS_CSUM;
-      h[NetHdr.OFF_GSO_TYPE] = gso.type;
+      // net.driver.29: GSO_ECN when the segments carry ECN (CWR) and HOST_ECN is negotiated.
+      h[NetHdr.OFF_GSO_TYPE] = gso.type | (this.f.hostEcn && data[info.l4 + 13]! & 0x80 ? NetHdr.GSO_ECN : 0);
       // net.driver.49: hdr_len through the transport header.
       hv.setUint16(NetHdr.OFF_HDR_LEN, info.headerLen, true);
       hv.setUint16(NetHdr.OFF_GSO_SIZE, gso.size, true);
