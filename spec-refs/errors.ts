@@ -50,6 +50,9 @@ export class TimeoutError extends PvkitError {}
 /** A request the device completed with an error status. */
 export class RequestError extends PvkitError {}
 
+/** A fault the (simulated) CPU delivers to guest code: `cpu.gp` (#GP), `cpu.pf` (#PF), `cpu.ud` (#UD). */
+export class GuestFault extends PvkitError {}
+
 /** Invalid arguments to a library call (not a spec matter). */
 export class UsageError extends PvkitError {}
 

@@ -20,6 +20,28 @@ export interface CostProfile {
   readonly ghzSource: string;
   /** Cycles per event kind. Event kinds are strings such as `exit.EPT_MISCONFIG` or `tlb.miss`. */
   readonly constants: Readonly<Record<string, CostConstant>>;
+  /** Hardware facts a simulation needs besides costs (added for the paravirtual-MMU model). */
+  readonly hardware?: HardwareFacts;
+  /**
+   * Published figures some constants were calibrated on, as `<mode>/<workload>` keys (e.g.
+   * `native/ctxsw-2`): results for these cells are not predictions.
+   */
+  readonly calibrationPoints?: readonly string[];
+}
+
+export interface HardwareFacts {
+  /** Data TLB entries (last level). */
+  readonly tlbEntries: number;
+  /** Whether TLB entries survive VM exits (VPID); without it every exit flushes the TLB. */
+  readonly vpid: boolean;
+  /** Whether the CPU has EPT/NPT (false: an EPT row is hypothetical). */
+  readonly ept: boolean;
+  /** VMCS CR3-target slots. */
+  readonly cr3TargetSlots: number;
+  /** Shadow roots the hypervisor of that era keeps besides the current one (Infinity: all). */
+  readonly shadowCacheRoots: number;
+  /** Where these facts come from. */
+  readonly source: string;
 }
 
 /** Counts of events by kind; the machine and the hypervisor add to it. */

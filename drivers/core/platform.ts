@@ -64,8 +64,23 @@ export interface CpuServices {
   /** A hypercall: number in rax, up to four arguments, result in rax. */
   hypercall(nr: number, a0?: number, a1?: number, a2?: number, a3?: number): number;
   readCr3(): number;
-  writeCr3(value: number): void;
+  /**
+   * Load CR3. `noFlush` stands for bit 63 of the source operand (with CR4.PCIDE: keep the
+   * PCID's TLB entries), which a JS number cannot carry.
+   */
+  writeCr3(value: number, noFlush?: boolean): void;
   invlpg(va: number): void;
+  /**
+   * Optional (added for the paravirtual-MMU work; targets without a modelled MMU omit them):
+   * a guest memory access through the current address space. Returns the guest-physical address
+   * `va` translates to; throws GuestFault (code `cpu.pf`) when the guest tables do not map it.
+   * What it costs (TLB hit, hardware walk, shadow fault, software TLB) is the hypervisor's business.
+   */
+  touch?(va: number, write: boolean): number;
+  /** Optional: a kernel store through the direct map (e.g. a page-table entry); it may trap (write-protected page tables). */
+  kernelWrite64?(gpa: number, value: number): void;
+  /** Optional: the guest runs `count` blocks of ordinary instructions of a named kind (costed by the profile as `guest.<kind>`, or `tcg.<kind>` under emulation). */
+  execute?(kind: string, count?: number): void;
 }
 
 export interface GuestPlatform {

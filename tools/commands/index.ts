@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { demoCommand } from './demo.ts';
 import { benchCommand } from './bench.ts';
+import { pvmmuCommand } from './pvmmu.ts';
 
 /** Every pvkit command, one module each. Add yours here. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [demoCommand, benchCommand];
+export const commands: CommandModule<any, any>[] = [demoCommand, benchCommand, pvmmuCommand];
