@@ -41,6 +41,6 @@ describe('pvkit demo', () => {
     } finally {
       spy.mockRestore();
     }
-    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk)\n", 'pvkit: --ring must be one of split, packed\n', 'pvkit: --seconds must be a positive number\n']);
+    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk, net)\n", 'pvkit: --ring must be one of split, packed\n', 'pvkit: --seconds must be a positive number\n']);
   });
 });
