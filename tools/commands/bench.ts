@@ -52,7 +52,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
   handler: (args) => {
     if (args.target === 'net') {
-      netBench({ json: args.json, seconds: args.seconds, transport: args.transport, scenario: args.scenario });
+      netBench({ json: args.json, seconds: args.seconds, transport: args.transport, ring: args.ring, scenario: args.scenario });
       return;
     }
     if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk, net)`);
