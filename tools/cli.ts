@@ -44,6 +44,11 @@ export class CliUsageError extends Error {}
 
 const isMain = import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/tools/bin/pvkit.js');
 if (isMain) {
+  // `pvkit spec list | head`: a closed pipe ends the output, it is not an error
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   main(hideBin(process.argv)).then(
     (code) => {
       process.exitCode = code;

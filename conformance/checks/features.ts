@@ -1,0 +1,197 @@
+/**
+ * Feature bits and their negotiation (content.tex "Feature Bits", "Reserved Feature Bits").
+ */
+import fc from 'fast-check';
+import { BlkF, DeviceType, F, NetF, Status, bit, featureSet, hasFeature } from '../../spec-refs/virtio.ts';
+import { CheckFailure, checkProperty, defineCheck, expectThat } from '../check.ts';
+import { RawSplitRing } from '../hostile.ts';
+import { validRequest } from './requests.ts';
+import { monitor, newDeviceWith, raw, simInternals, startRef } from './support.ts';
+
+/** Bits VIRTIO 1.4 defines for a device type (core bits + the type's own). */
+export function definedFeatureBits(deviceType: number): Set<number> {
+  const s = new Set<number>(Object.values(F));
+  const dev = deviceType === DeviceType.BLOCK ? BlkF : deviceType === DeviceType.NET ? NetF : undefined;
+  if (dev) for (const b of Object.values(dev)) s.add(b);
+  return s;
+}
+
+/**
+ * Feature dependencies the spec states ("Requires ..."): feature -> groups, each group satisfied
+ * by any one of its bits. Only virtio-net states any among pvkit's device types; CONFIG_WCE
+ * needing FLUSH is a rule on what a blk device offers (blk.device.2), not a dependency.
+ */
+const DEPENDS: Record<number, Record<number, readonly (readonly number[])[]>> = {
+  [DeviceType.NET]: {
+    [NetF.GUEST_TSO4]: [[NetF.GUEST_CSUM]],
+    [NetF.GUEST_TSO6]: [[NetF.GUEST_CSUM]],
+    [NetF.GUEST_ECN]: [[NetF.GUEST_TSO4, NetF.GUEST_TSO6]],
+    [NetF.GUEST_UFO]: [[NetF.GUEST_CSUM]],
+    [NetF.GUEST_USO4]: [[NetF.GUEST_CSUM]],
+    [NetF.GUEST_USO6]: [[NetF.GUEST_CSUM]],
+    [NetF.HOST_TSO4]: [[NetF.CSUM]],
+    [NetF.HOST_TSO6]: [[NetF.CSUM]],
+    [NetF.HOST_ECN]: [[NetF.HOST_TSO4, NetF.HOST_TSO6]],
+    [NetF.HOST_UFO]: [[NetF.CSUM]],
+    [NetF.HOST_USO]: [[NetF.CSUM]],
+    [NetF.CTRL_RX]: [[NetF.CTRL_VQ]],
+    [NetF.CTRL_VLAN]: [[NetF.CTRL_VQ]],
+    [NetF.GUEST_ANNOUNCE]: [[NetF.CTRL_VQ]],
+    [NetF.MQ]: [[NetF.CTRL_VQ]],
+    [NetF.CTRL_MAC_ADDR]: [[NetF.CTRL_VQ]],
+  },
+};
+
+function bits(set: bigint): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < 128; b++) if (hasFeature(set, b)) out.push(b);
+  return out;
+}
+
+// ---------------------------------------------------------------------------- device side
+
+defineCheck({
+  id: 'features.device.offer',
+  title: 'the device offers VERSION_1, only bits the spec defines for its type and transport, and each with its prerequisites',
+  statements: ['features.device.6', 'features.device.4', 'features.device.1', 'features.device.15', 'blk.device.2', 'blk.device.6'],
+  side: 'device',
+  kind: 'example',
+  applies: { transports: ['mmio', 'mmio-legacy'] },
+  run(ctx) {
+    const dut = ctx.newDevice();
+    const r = raw(dut);
+    const { deviceId, version } = r.probe();
+    r.reset();
+    r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+    const offered = r.deviceFeatures();
+    const legacy = version === 1;
+    if (!legacy) expectThat(hasFeature(offered, F.VERSION_1), ['features.device.6'], 'device does not offer VIRTIO_F_VERSION_1', 'bit 32 set', `0x${offered.toString(16)}`);
+    const defined = definedFeatureBits(deviceId);
+    const undefinedBits = bits(offered).filter((b) => !defined.has(b));
+    expectThat(undefinedBits.length === 0, ['features.device.4'], 'device offers feature bits the spec does not define for its type', 'defined bits only', undefinedBits.join(', '));
+    expectThat(!hasFeature(offered, F.SR_IOV), ['features.device.15'], 'a virtio-mmio device offers VIRTIO_F_SR_IOV');
+    const deps = DEPENDS[deviceId] ?? {};
+    for (const b of bits(offered)) {
+      for (const group of deps[b] ?? []) expectThat(group.some((need) => hasFeature(offered, need)), ['features.device.1'], `device offers feature ${b} without its prerequisite (one of ${group.join(', ')})`);
+    }
+    if (deviceId === DeviceType.BLOCK && hasFeature(offered, BlkF.CONFIG_WCE)) expectThat(hasFeature(offered, BlkF.FLUSH), ['blk.device.2'], 'device offers VIRTIO_BLK_F_CONFIG_WCE without VIRTIO_BLK_F_FLUSH');
+    if (deviceId === DeviceType.BLOCK && legacy) expectThat(!hasFeature(offered, BlkF.ZONED), ['blk.device.6'], 'legacy interface offers VIRTIO_BLK_F_ZONED');
+  },
+});
+
+defineCheck({
+  id: 'features.device.negotiation',
+  title: 'the device accepts any consistent subset of its offer (again after a reset) and refuses FEATURES_OK for bits it did not offer',
+  statements: ['features.device.3', 'features.device.2', 'features.device.5'],
+  side: 'device',
+  kind: 'property',
+  applies: { transports: ['mmio'] },
+  run(ctx) {
+    const dut = ctx.newDevice();
+    const r = raw(dut);
+    const { deviceId } = r.probe();
+    r.reset();
+    r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+    const offered = r.deviceFeatures();
+    const deps = DEPENDS[deviceId] ?? {};
+    const optional = bits(offered).filter((b) => b !== F.VERSION_1);
+    const notOffered = [...Array(64).keys()].filter((b) => !hasFeature(offered, b));
+    checkProperty(ctx, ['features.device.3'], [fc.subarray(optional), fc.option(fc.constantFrom(...notOffered), { freq: 2 })], (subset, extra) => {
+      // close the subset under prerequisites so it is consistent
+      const chosen = new Set(subset);
+      for (const b of [...chosen]) for (const group of deps[b] ?? []) if (!group.some((x) => chosen.has(x))) chosen.add(group[0]!);
+      let want = featureSet(F.VERSION_1, ...chosen);
+      if (extra !== null) want |= bit(extra);
+      const tryOnce = () => {
+        r.reset();
+        r.setStatus(Status.ACKNOWLEDGE);
+        r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+        r.deviceFeatures();
+        r.writeDriverFeatures(want);
+        r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
+        return (r.status() & Status.FEATURES_OK) !== 0;
+      };
+      const ok = tryOnce();
+      if (extra !== null) {
+        expectThat(!ok, ['features.device.3'], `device kept FEATURES_OK although the driver accepted bit ${extra}, which it did not offer`, 'FEATURES_OK clear', 'FEATURES_OK set');
+      } else {
+        expectThat(ok, ['features.device.2'], 'device refused a consistent subset of its own offer', 'FEATURES_OK set', `refused 0x${want.toString(16)}`);
+        expectThat(tryOnce(), ['features.device.5'], 'device refused, after a reset, a feature set it accepted before', 'FEATURES_OK set', `refused 0x${want.toString(16)}`);
+      }
+    });
+    r.reset();
+  },
+});
+
+defineCheck({
+  id: 'features.device.in-order',
+  title: 'with VIRTIO_F_IN_ORDER the device uses buffers in the order they were made available',
+  statements: ['features.device.10'],
+  side: 'device',
+  kind: 'property',
+  applies: { rings: ['split'], transports: ['mmio'], features: [F.IN_ORDER] },
+  run(ctx) {
+    checkProperty(ctx, ['features.device.10'], [fc.integer({ min: 2, max: 6 })], (n) => {
+      const dut = ctx.newDevice({ params: { reorder: true } });
+      const r = raw(dut);
+      const { deviceId } = r.probe();
+      const neg = r.negotiate((o) => o & (bit(F.VERSION_1) | bit(F.IN_ORDER) | 0xffffn));
+      if (!hasFeature(neg.accepted, F.IN_ORDER)) throw new CheckFailure('device stopped offering VIRTIO_F_IN_ORDER', { statements: ['features.device.10'] });
+      const ring = new RawSplitRing(dut.platform, 32);
+      r.setupQueue(0, 32, ring.desc, ring.avail, ring.used);
+      r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+      const heads: number[] = [];
+      let next = 0;
+      for (let i = 0; i < n; i++) {
+        const req = validRequest(dut.platform, deviceId);
+        ring.chain(next, req.segs);
+        heads.push(next);
+        next += req.segs.length;
+      }
+      ring.publish(...heads);
+      r.notify(0);
+      ring.run(() => ring.usedIdx() === n);
+      const used = ring.takeUsed().map((u) => u.id);
+      expectThat(used.join(',') === heads.join(','), ['features.device.10'], 'buffers used out of order', heads.join(','), used.join(','));
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------- driver side
+
+/** Bits a device may offer in the property below: ring features and bits no spec defines for blk/echo. */
+const RING_BITS = [F.INDIRECT_DESC, F.EVENT_IDX, F.ACCESS_PLATFORM, F.ORDER_PLATFORM, F.SR_IOV, F.NOTIFICATION_DATA, F.IN_ORDER, F.RING_RESET];
+const UNDEFINED_BITS = [42, 44, 45, 46, 47, 48, 49, 50, 60, 63, 70, 100];
+
+defineCheck({
+  id: 'features.driver.acceptance',
+  title: 'whatever a device offers, the driver accepts only offered bits it knows, always VERSION_1, and does not fail over unknown bits',
+  statements: ['features.driver.1', 'features.driver.3', 'features.driver.4', 'features.driver.5', 'features.driver.8', 'features.driver.9', 'features.driver.18'],
+  side: 'driver',
+  kind: 'property',
+  applies: { transports: ['mmio'] },
+  run(ctx) {
+    checkProperty(ctx, ['features.driver.1'], [fc.subarray(RING_BITS), fc.subarray(UNDEFINED_BITS)], (ring, undef) => {
+      const extra = featureSet(...ring, ...undef);
+      const dut = newDeviceWith(ctx, (m) => ({ offeredFeatures: m.offeredFeatures | extra, acceptFeatures: (f: bigint) => m.acceptFeatures(f & ~extra) }));
+      const sim = simInternals(dut);
+      const mon = monitor(dut);
+      let err: unknown;
+      let accepted = 0n;
+      try {
+        const s = startRef(ctx, dut);
+        accepted = s.dev.features;
+        expectThat(accepted === sim.core.features, ['features.driver.1'], 'driver and device disagree on the negotiated features', `0x${accepted.toString(16)}`, `0x${sim.core.features.toString(16)}`);
+        s.io(1, ctx.seed);
+        s.shutdown();
+      } catch (e) {
+        err = e;
+      }
+      mon.detach();
+      mon.assertClean({ side: 'driver' });
+      expectThat(err === undefined, ['features.driver.8'], 'driver failed on a device offering bits it does not know', 'a working device', err instanceof Error ? err.message : String(err));
+      const unknown = bits(accepted).filter((b) => UNDEFINED_BITS.includes(b));
+      expectThat(unknown.length === 0, ['features.driver.5', 'features.driver.4', 'features.driver.3'], 'driver accepted bits the spec does not define', 'none', unknown.join(','));
+    });
+  },
+});

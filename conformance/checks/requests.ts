@@ -1,0 +1,81 @@
+/**
+ * Hand-built requests for device-side checks on raw rings: one valid request per device kind,
+ * laid out over any split of descriptors the check asks for.
+ */
+import type { GuestPlatform } from '../../drivers/core/platform.ts';
+import { Blk, DeviceType } from '../../spec-refs/virtio.ts';
+
+export interface Seg {
+  addr: number;
+  len: number;
+  write?: boolean;
+}
+
+export interface RawRequest {
+  /** The request's buffers in order: device-readable first. */
+  readonly segs: Seg[];
+  /** Bytes the device may write. */
+  readonly writable: number;
+  /** Whether the completion (used.len and written bytes) is right; a reason when not. */
+  verify(usedLen: number): string | undefined;
+}
+
+/**
+ * A valid request for the device type: blk = IN of `sectors` sectors at sector 0 (header,
+ * data, status); others (echo) = `bytes` readable then as many writable.
+ * `cuts` splits the byte stream into more descriptors at those offsets (framing independence).
+ */
+export function validRequest(p: GuestPlatform, deviceType: number, cuts: readonly number[] = []): RawRequest {
+  if (deviceType === DeviceType.BLOCK) {
+    const total = 16 + 512 + 1;
+    const buf = p.dma.alloc(total + 64, 16);
+    p.mem.fill(buf, total, 0);
+    p.mem.write32(buf, Blk.T_IN);
+    p.mem.write8(buf + 16 + 512, 0xff);
+    const segs = split(buf, [
+      [0, 16, false],
+      [16, 512, true],
+      [528, 1, true],
+    ], cuts);
+    return {
+      segs,
+      writable: 513,
+      verify(usedLen) {
+        const st = p.mem.read8(buf + 528);
+        if (st !== Blk.S_OK) return `status byte ${st}, expected VIRTIO_BLK_S_OK`;
+        if (usedLen < 1 || usedLen > 513) return `used.len ${usedLen} outside 1..513`;
+        return undefined;
+      },
+    };
+  }
+  const n = 64;
+  const buf = p.dma.alloc(2 * n, 16);
+  for (let i = 0; i < n; i++) p.mem.write8(buf + i, (i * 7 + 1) & 0xff);
+  const segs = split(buf, [
+    [0, n, false],
+    [n, n, true],
+  ], cuts);
+  return {
+    segs,
+    writable: n,
+    verify(usedLen) {
+      if (usedLen !== n) return `used.len ${usedLen}, expected ${n}`;
+      for (let i = 0; i < n; i++) if (p.mem.read8(buf + n + i) !== ((i * 7 + 1) & 0xff)) return `echoed byte ${i} wrong`;
+      return undefined;
+    },
+  };
+}
+
+/** Cut parts [offset, len, writable] of one buffer further at the given stream offsets. */
+function split(base: number, parts: readonly [number, number, boolean][], cuts: readonly number[]): Seg[] {
+  const out: Seg[] = [];
+  for (const [off, len, write] of parts) {
+    let start = off;
+    const inner = [...new Set(cuts)].filter((c) => c > off && c < off + len).sort((a, b) => a - b);
+    for (const c of [...inner, off + len]) {
+      out.push({ addr: base + start, len: c - start, write });
+      start = c;
+    }
+  }
+  return out;
+}

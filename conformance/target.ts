@@ -1,0 +1,87 @@
+/**
+ * Conformance targets: what a check runs against.
+ *
+ * A target knows which devices, transports and ring layouts it can provide and makes a fresh
+ * device under test on demand: a GuestPlatform plus where the device sits on it. The built-in
+ * target `sim` (conformance/targets/sim.ts) builds a simulated Machine with pvkit's own device
+ * models; another target (QEMU over qtest) implements the same interface and records its
+ * expected failures in `xfail`.
+ */
+import type { GuestPlatform, PlatformDevice } from '../drivers/core/platform.ts';
+import type { Machine } from '../device-models/machine/machine.ts';
+import type { RingLayout, TransportName } from './check.ts';
+
+export interface DeviceOptions {
+  /** Queue size maximum the device should offer (where the target lets us choose). */
+  readonly queueMaxSize?: number;
+  /** Restrict the features the device offers to these (where the target lets us choose). */
+  readonly offerMask?: bigint;
+  /** Core feature bits to offer in addition to the defaults (e.g. RING_RESET), where the target lets us choose. */
+  readonly extraFeatures?: bigint;
+  /** Device-kind specific knobs (e.g. blk: capacitySectors, readOnly). */
+  readonly params?: Readonly<Record<string, unknown>>;
+}
+
+/** A freshly reset device, ready for a driver (reference or hostile) to initialise. */
+export interface DeviceUnderTest {
+  readonly platform: GuestPlatform;
+  readonly transport: TransportName;
+  /** Where the device is: the firmware description of a virtio-mmio device (PCI: found by enumeration). */
+  readonly location: PlatformDevice | { readonly kind: 'pci'; readonly bus: number; readonly dev: number; readonly fn: number; readonly name: string };
+  /** Simulated targets only: the machine, for white-box observation (monitor, irq lines). */
+  readonly machine?: Machine;
+  /** Simulated targets only: the device-side objects (model, transport) for white-box checks. */
+  readonly internals?: Readonly<Record<string, unknown>>;
+  dispose(): void;
+}
+
+export interface Target {
+  readonly name: string;
+  readonly description: string;
+  readonly devices: readonly string[];
+  /** Devices a run covers when --device is not given (default: all of `devices`). */
+  readonly defaultDevices?: readonly string[];
+  readonly transports: readonly TransportName[];
+  /** Transports a run covers when --transport is not given (default: all of `transports`). */
+  readonly defaultTransports?: readonly TransportName[];
+  readonly rings: readonly RingLayout[];
+  /** Expected failures of this target: check id -> the recorded reason. */
+  readonly xfail: Readonly<Record<string, string>>;
+  /** Whether driver-side checks run here (they need pvkit's simulated checking devices). */
+  readonly runsDriverChecks: boolean;
+  /** Features the device offers on this target (for applicability), or undefined if unknown without starting it. */
+  offeredFeatures?(device: string): bigint | undefined;
+  newDevice(device: string, transport: TransportName, opts?: DeviceOptions): DeviceUnderTest;
+}
+
+/** What a check's run function receives. */
+export interface TargetContext {
+  readonly target: Target;
+  readonly device: string;
+  readonly transport: TransportName;
+  readonly ring: RingLayout;
+  /** Seed for this check (derived from the run's --seed and the check id). */
+  readonly seed: number;
+  /** Property runs (fast-check numRuns). */
+  readonly runs: number;
+  /** fast-check replay path (from a failure report), when replaying. */
+  readonly path?: string;
+  /** A fresh device under test on the target. Disposed by the runner after the check if not before. */
+  newDevice(opts?: DeviceOptions): DeviceUnderTest;
+  /** Free-form note kept with the result (shown with --verbose and in JSON). */
+  note(msg: string): void;
+}
+
+const targets = new Map<string, Target>();
+
+export function registerTarget(t: Target): void {
+  targets.set(t.name, t);
+}
+
+export function getTarget(name: string): Target | undefined {
+  return targets.get(name);
+}
+
+export function targetNames(): string[] {
+  return [...targets.keys()];
+}

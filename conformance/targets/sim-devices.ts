@@ -1,0 +1,55 @@
+/**
+ * What the built-in `sim` target is made of: pvkit's transports and device models, registered by
+ * name. Add a device model or transport here when it lands.
+ */
+import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
+import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
+import { VirtioBlkDevice, DEFAULT_BLK_FEATURES, type VirtioBlkOptions } from '../../device-models/blk/device.ts';
+import { RamDisk } from '../../device-models/blk/backend.ts';
+import { featureSet, F, bit } from '../../spec-refs/virtio.ts';
+import { registerSimDevice, registerSimTransport } from './sim.ts';
+
+for (const legacy of [false, true]) {
+  registerSimTransport({
+    name: legacy ? 'mmio-legacy' : 'mmio',
+    attach(machine, model, opts) {
+      const a = attachVirtioMmio(machine, model, { legacy, notifyLatencyNs: Number(opts.params?.['notifyLatencyNs'] ?? 500) });
+      const pd = machine.platform.devices().find((d) => d.base === a.base)!;
+      return { location: pd, internals: { core: a.core, transport: a.transport, line: a.line } };
+    },
+  });
+}
+
+registerSimDevice({
+  name: 'echo',
+  hidden: true,
+  offeredFeatures: featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX),
+  create: (_m, opts) =>
+    new EchoModel({
+      ...(opts.queueMaxSize !== undefined ? { queueMaxSize: opts.queueMaxSize } : {}),
+      features: (featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX) | (opts.extraFeatures ?? 0n)) & (opts.offerMask ?? -1n),
+      ...((opts.params ?? {}) as object),
+    }),
+});
+
+const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX);
+
+/** virtio-blk on a RAM disk (default 4 MiB). params: any VirtioBlkOptions field, plus diskBytes. */
+registerSimDevice({
+  name: 'blk',
+  offeredFeatures: DEFAULT_BLK_FEATURES.reduce((s, b) => s | bit(b), BLK_RING),
+  create(_m, opts) {
+    const p = (opts.params ?? {}) as Partial<VirtioBlkOptions> & { diskBytes?: number };
+    let ring = (p.ringFeatures ?? BLK_RING) | (opts.extraFeatures ?? 0n);
+    if (opts.offerMask !== undefined) ring &= opts.offerMask;
+    const { diskBytes, __wrap: _w, ...rest } = p as typeof p & { __wrap?: unknown };
+    const dev = new VirtioBlkDevice({
+      backend: new RamDisk(diskBytes ?? 4 << 20, p.readOnly ?? false),
+      ...(opts.queueMaxSize !== undefined ? { queueSize: opts.queueMaxSize } : {}),
+      ...rest,
+      ...(opts.offerMask !== undefined ? { blkFeatures: (p.blkFeatures ?? DEFAULT_BLK_FEATURES).filter((b) => (opts.offerMask! & bit(b)) !== 0n) } : {}),
+      ringFeatures: ring,
+    });
+    return dev;
+  },
+});
