@@ -8,3 +8,4 @@ import './mmio.ts';
 import './split.ts';
 import './blk.ts';
 import './config.ts';
+import './net.ts';
