@@ -857,3 +857,27 @@ defineCheck({
     once(d2, 'net.device.75', () => got.splice(0));
   },
 });
+
+defineCheck({
+  id: 'net.device.stats-wrap',
+  title: 'statistics counters wrap around to 0 past 2^64 - 1',
+  statements: ['net.device.120'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['net'], features: [NetF.DEVICE_STATS] },
+  run(ctx) {
+    const r = rig(ctx, { mtu: 9000 });
+    if (!hasFeature(r.drv.features, NetF.DEVICE_STATS)) throw new CheckSkip('DEVICE_STATS not negotiated');
+    // White-box: bring rx_bytes of receiveq1 to 2^64 - 2048 (a value a double holds exactly), then receive 2048 bytes.
+    r.nic.qstats[0]!.bytes = 2 ** 64 - 2048;
+    r.inject(buildEthernet({ dst: r.drv.mac, src: PEER }, 0x88b5, new Uint8Array(2048 - 14)));
+    r.run();
+    expectEqual(r.received().length, 1, ['net.device.120'], 'frames received');
+    const [rx] = r.drv.statsGet(0, [StatsType.RX_BASIC]);
+    expectEqual(rx?.counters[2], 0, ['net.device.120'], 'rx_bytes after passing 2^64 - 1');
+    r.inject(buildEthernet({ dst: r.drv.mac, src: PEER }, 0x88b5, new Uint8Array(100 - 14)));
+    r.run();
+    const [rx2] = r.drv.statsGet(0, [StatsType.RX_BASIC]);
+    expectEqual(rx2?.counters[2], 100, ['net.device.120'], 'rx_bytes counting on from 0 after the wrap');
+  },
+});

@@ -118,6 +118,14 @@ export interface QueueStats {
   gsoSegmentsBytes: number;
 }
 
+const TWO64 = 2 ** 64;
+
+/** Counter addition modulo 2^64 (net.device.120); exact while counters stay below 2^53. */
+function add64(a: number, n: number): number {
+  const v = a + n;
+  return v >= TWO64 ? v - TWO64 : v;
+}
+
 function newStats(): QueueStats {
   return { notifications: 0, packets: 0, bytes: 0, interrupts: 0, drops: 0, dropsSpecial: 0, csumValid: 0, needsCsum: 0, csumNone: 0, csumBad: 0, gsoPackets: 0, gsoBytes: 0, gsoSegments: 0, gsoSegmentsBytes: 0 };
 }
@@ -347,7 +355,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     }
     if (index < 0 || index >= 2 * this.maxPairs) return;
     this.rxResetting[index] = false;
-    this.qstats[index]!.notifications++;
+    this.qstats[index]!.notifications = add64(this.qstats[index]!.notifications, 1);
     if (index % 2 === 1) this.processTx(index);
     else this.drain(index);
   }
@@ -394,7 +402,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private signal(q: DeviceQueue, index: number, n: number): void {
     const c = this.coal[index]!;
     if (c.maxPackets === 0 || c.maxUsecs === 0) {
-      this.qstats[index]!.interrupts++;
+      this.qstats[index]!.interrupts = add64(this.qstats[index]!.interrupts, 1);
       q.flush();
       return;
     }
@@ -418,7 +426,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       c.timer = null;
     }
     c.count = 0;
-    this.qstats[index]!.interrupts++;
+    this.qstats[index]!.interrupts = add64(this.qstats[index]!.interrupts, 1);
     q.flush();
   }
 
@@ -462,11 +470,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (wf) {
         // Remember the flow for automatic receive steering (replies come back on this pair).
         if (this.f.mq) this.noteFlow(wf.data, parseFrame(wf.data), (index - 1) / 2);
-        st.packets++;
-        st.bytes += wf.data.length;
+        st.packets = add64(st.packets, 1);
+        st.bytes = add64(st.bytes, wf.data.length);
         if (this.linkUp && this.backend) this.backend.send(wf);
       } else {
-        st.drops++;
+        st.drops = add64(st.drops, 1);
       }
     }
     if (done > 0) this.signal(q, index, done);
@@ -477,7 +485,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const st = this.qstats[index]!;
     const hl = this.hdrLen;
     const malformed = (id: string, detail: string): null => {
-      st.dropsSpecial++;
+      st.dropsSpecial = add64(st.dropsSpecial, 1);
       this.violate(id, detail);
       return null;
     };
@@ -543,8 +551,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       // net.device.6 / net.driver.9: frames up to mtu + Ethernet header (+ a VLAN tag) go out whole.
       const limit = this.mtu + ETH_HLEN + 4;
       if (total > limit) return malformed(this.f.mtu ? 'net.driver.9' : 'net.tx.oversize', `frame of ${total} bytes without GSO, link takes ${limit}`);
-      st.csumNone += csumCount === 'none' ? 1 : 0;
-      st.needsCsum += csumCount === 'needs' ? 1 : 0;
+      st.csumNone = add64(st.csumNone, csumCount === 'none' ? 1 : 0);
+      st.needsCsum = add64(st.needsCsum, csumCount === 'needs' ? 1 : 0);
       if (needsCsum) return { data, csum: { start: csumStart, offset: csumOffset } };
       // net.device.25: without NEEDS_CSUM the checksum is passed on unverified (no dataValid).
       return { data };
@@ -564,14 +572,14 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     // net.driver.29: with HOST_ECN, a TSO frame carrying CWR must say GSO_ECN.
     if (this.f.hostEcn && !ecn && data[info.l4 + 13]! & 0x80) this.violate('net.driver.29', 'TSO frame with CWR but no GSO_ECN');
     if (csumStart !== info.l4 || csumOffset !== 16) return malformed('net.driver.44', `csum_start/offset ${csumStart}/${csumOffset} do not point at the TCP checksum (${info.l4}/16)`);
-    st.needsCsum++;
+    st.needsCsum = add64(st.needsCsum, 1);
     const payload = info.ipEnd - info.headerLen;
     const segs = Math.max(1, Math.ceil(payload / gsoSize));
     if (segs > 1) {
-      st.gsoPackets++;
-      st.gsoBytes += data.length;
-      st.gsoSegments += segs;
-      st.gsoSegmentsBytes += data.length + (segs - 1) * info.headerLen;
+      st.gsoPackets = add64(st.gsoPackets, 1);
+      st.gsoBytes = add64(st.gsoBytes, data.length);
+      st.gsoSegments = add64(st.gsoSegments, segs);
+      st.gsoSegmentsBytes = add64(st.gsoSegmentsBytes, data.length + (segs - 1) * info.headerLen);
     }
     return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen, ecn } };
   }
@@ -613,7 +621,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const st = this.qstats[index]!;
     if (this.rxResetting[index]) {
       // net.device.100 / net.device.102: the chosen receive queue is being reset: drop.
-      st.drops++;
+      st.drops = add64(st.drops, 1);
       return;
     }
     const hv = hash.value;
@@ -627,14 +635,14 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (canGso && wf.csum) {
         // net.device.55/.56/.59: GSO delivered with NEEDS_CSUM, gso_size and hdr_len.
         items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type | (cwr ? NetHdr.GSO_ECN : 0), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
-        st.gsoPackets++;
-        st.gsoBytes += data.length;
-        st.needsCsum++;
+        st.gsoPackets = add64(st.gsoPackets, 1);
+        st.gsoBytes = add64(st.gsoBytes, data.length);
+        st.needsCsum = add64(st.needsCsum, 1);
       } else {
         // net.device.35/.37/.54: the receiver did not take GSO: segment here, checksums complete.
         const segs = segment(data, wf.gso);
         if (!segs) {
-          st.drops++;
+          st.drops = add64(st.drops, 1);
           return;
         }
         for (const s of segs) items.push(this.plainItem(s, st, true, hv, hr));
@@ -643,7 +651,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (this.rxCsum && wf.csum.start + wf.csum.offset + 2 <= data.length) {
         // net.device.45-.48: the pseudo-header sum sits in the slot; the driver completes it.
         items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: NetHdr.GSO_NONE, gsoSize: 0, hdrLen: 0, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
-        st.needsCsum++;
+        st.needsCsum = add64(st.needsCsum, 1);
       } else {
         const copy = data.slice();
         if (wf.csum.start + wf.csum.offset + 2 <= copy.length) completeChecksum(copy, wf.csum.start, wf.csum.offset);
@@ -656,12 +664,12 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     for (const it of items) {
       // net.device.5: with MTU negotiated, no GSO_NONE frame longer than mtu + link header.
       if (this.f.mtu && it.gsoType === NetHdr.GSO_NONE && it.data.length > this.mtu + ETH_HLEN + (info.vlan >= 0 ? 4 : 0)) {
-        st.drops++;
+        st.drops = add64(st.drops, 1);
         continue;
       }
       if (bl.length >= this.rxBacklogMax) {
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         continue;
       }
       bl.push(it);
@@ -677,11 +685,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const checked = r.what.includes('tcp') || r.what.includes('udp');
       if (checked && r.ip && r.l4) {
         flags = NetHdr.F_DATA_VALID;
-        st.csumValid++;
-      } else if (checked) st.csumBad++;
-      else st.csumNone++;
+        st.csumValid = add64(st.csumValid, 1);
+      } else if (checked) st.csumBad = add64(st.csumBad, 1);
+      else st.csumNone = add64(st.csumNone, 1);
     } else {
-      st.csumNone++;
+      st.csumNone = add64(st.csumNone, 1);
     }
     void knownGood;
     // net.device.33: without GUEST_CSUM flags stay 0.
@@ -798,15 +806,15 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (chain.writableLen < need) {
         // Too small for this frame: drop the frame, keep the buffer for the next one.
         this.stash[index]!.unshift(chain);
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         return 0;
       }
       this.writeHeader(ctx, chain, it, 1);
       scatter(ctx.mem, chain.writable, this.hdrLen, it.data);
       q.push(chain, need);
-      st.packets++;
-      st.bytes += it.data.length;
+      st.packets = add64(st.packets, 1);
+      st.bytes = add64(st.bytes, it.data.length);
       return 1;
     }
     return 'wait';
@@ -823,8 +831,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     while (have < need) {
       if (s.length >= Math.min(this.queueSize, 0xffff)) {
         // Every buffer the ring can hold is not enough: drop the frame, keep the buffers.
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         return 0;
       }
       const c = q.pop();
@@ -863,8 +871,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       off += n;
       c === chains[0] ? q.push(c, this.hdrLen + n) : q.push(c, n);
     }
-    st.packets++;
-    st.bytes += it.data.length;
+    st.packets = add64(st.packets, 1);
+    st.bytes = add64(st.bytes, it.data.length);
     return chains.length;
   }
 
@@ -877,7 +885,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const chain = q.pop();
       if (!chain) break;
       n++;
-      this.cvqStats.commands++;
+      this.cvqStats.commands = add64(this.cvqStats.commands, 1);
       if (chain.writableLen < 1) {
         // No room for the ack: nothing to answer with.
         this.violate('net.ctrl.noack', `control command without a writable ack byte`);
@@ -896,7 +904,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         ack = r.ack;
         result = r.result ?? null;
       }
-      if (ack === NetCtrl.OK) this.cvqStats.ok++;
+      if (ack === NetCtrl.OK) this.cvqStats.ok = add64(this.cvqStats.ok, 1);
       // The command's effect is in place before the buffer is used (net.device.90/.91/.96).
       scatter(ctx.mem, chain.writable, 0, new Uint8Array([ack]));
       let written = 1;
