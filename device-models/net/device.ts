@@ -59,6 +59,8 @@ export interface NetDeviceOptions {
    * receive buffer sizes against the MTU) and record each breach as a violation.
    */
   strict?: boolean;
+  /** Test hook: answer a control command instead of the device (hostile-device checks of drivers); undefined: the device answers. */
+  ctrlHook?: (cls: number, cmd: number, data: Uint8Array) => { ack: number; result?: Uint8Array } | undefined;
   /** Test hook: rewrite each receive header just before it is written (hostile-device checks of drivers). */
   rxHeaderHook?: (hdr: Uint8Array, frame: Uint8Array) => void;
 }
@@ -68,7 +70,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CSUM, NetF.GUEST_CSUM, NetF.CTRL_GUEST_OFFLOADS, NetF.MTU, NetF.MAC, NetF.GUEST_TSO4, NetF.GUEST_TSO6,
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
-  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
+  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
@@ -116,6 +118,14 @@ export interface QueueStats {
   gsoSegmentsBytes: number;
 }
 
+const TWO64 = 2 ** 64;
+
+/** Counter addition modulo 2^64 (net.device.120); exact while counters stay below 2^53. */
+function add64(a: number, n: number): number {
+  const v = a + n;
+  return v >= TWO64 ? v - TWO64 : v;
+}
+
 function newStats(): QueueStats {
   return { notifications: 0, packets: 0, bytes: 0, interrupts: 0, drops: 0, dropsSpecial: 0, csumValid: 0, needsCsum: 0, csumNone: 0, csumBad: 0, gsoPackets: 0, gsoBytes: 0, gsoSegments: 0, gsoSegmentsBytes: 0 };
 }
@@ -139,6 +149,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private readonly macTableSize: number;
   private readonly strict: boolean;
   private readonly rxHeaderHook: ((hdr: Uint8Array, frame: Uint8Array) => void) | undefined;
+  private readonly ctrlHook: NetDeviceOptions['ctrlHook'];
   private readonly config = new Uint8Array(NetCfg.SIZE);
   private readonly cfgView = new DataView(this.config.buffer);
   private backend: NetBackend | undefined;
@@ -151,12 +162,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     csum: false, guestCsum: false, hostTso4: false, hostTso6: false, guestTso4: false, guestTso6: false, mrg: false,
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
-    status: false, version1: false,
+    status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
   };
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
   private rxTso4 = false;
   private rxTso6 = false;
+  private rxEcn = false;
   private curPairs = 1;
   private ctrlIndex = 2;
   private mac = new Uint8Array(6);
@@ -177,6 +189,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private backlog: RxItem[][] = [];
   private stash: Chain[][] = [];
   private drainScheduled: boolean[] = [];
+  /** Receive queues reset on their own and not yet used again by the driver (net.device.100/.102: traffic for them is dropped). */
+  private rxResetting: boolean[] = [];
   private txScheduled: boolean[] = [];
   private coal: Coal[] = [];
   private coalTx = { maxPackets: 0, maxUsecs: 0 };
@@ -199,6 +213,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.macTableSize = opts.macTableSize ?? 64;
     this.strict = opts.strict ?? false;
     this.rxHeaderHook = opts.rxHeaderHook;
+    this.ctrlHook = opts.ctrlHook;
     this.permanentMac = (opts.mac ?? new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])).slice(0, 6);
     this.linkUp = opts.linkUp ?? true;
     let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & NET_SUPPORTED_FEATURES;
@@ -300,11 +315,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       macAddr: has(NetF.CTRL_MAC_ADDR), mtu: has(NetF.MTU), announce: has(NetF.GUEST_ANNOUNCE), guestOffloads: has(NetF.CTRL_GUEST_OFFLOADS),
       stats: has(NetF.DEVICE_STATS), notfCoal: has(NetF.NOTF_COAL), vqNotfCoal: has(NetF.VQ_NOTF_COAL), hashReport: has(NetF.HASH_REPORT),
       rss: has(NetF.RSS), status: has(NetF.STATUS), version1: has(F.VERSION_1),
+      hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
     this.rxTso4 = this.f.guestTso4 && this.f.guestCsum;
     this.rxTso6 = this.f.guestTso6 && this.f.guestCsum;
+    this.rxEcn = this.f.guestEcn;
     this.ctrlIndex = this.f.ctrlVq ? (this.f.mq ? 2 * this.maxPairs : 2) : -1;
     // net.device.97: receiveq1 only until the driver enables more pairs.
     this.curPairs = 1;
@@ -319,6 +336,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     // The core detached the ring: chains we hold are gone with it.
     if (this.stash[index]) this.stash[index] = [];
     if (this.backlog[index]) this.backlog[index] = [];
+    if (index % 2 === 0 && index < 2 * this.maxPairs) this.rxResetting[index] = true;
     const c = this.coal[index];
     if (c) {
       if (c.timer) c.timer.cancelled = true;
@@ -336,7 +354,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       return;
     }
     if (index < 0 || index >= 2 * this.maxPairs) return;
-    this.qstats[index]!.notifications++;
+    this.rxResetting[index] = false;
+    this.qstats[index]!.notifications = add64(this.qstats[index]!.notifications, 1);
     if (index % 2 === 1) this.processTx(index);
     else this.drain(index);
   }
@@ -362,6 +381,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.backlog = Array.from({ length: n }, () => []);
     this.stash = Array.from({ length: n }, () => []);
     this.drainScheduled = new Array<boolean>(n).fill(false);
+    this.rxResetting = new Array<boolean>(n).fill(false);
     this.txScheduled = new Array<boolean>(n).fill(false);
     this.coal = Array.from({ length: n }, () => ({ maxPackets: 0, maxUsecs: 0, count: 0, timer: null }));
     this.coalTx = { maxPackets: 0, maxUsecs: 0 };
@@ -382,7 +402,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private signal(q: DeviceQueue, index: number, n: number): void {
     const c = this.coal[index]!;
     if (c.maxPackets === 0 || c.maxUsecs === 0) {
-      this.qstats[index]!.interrupts++;
+      this.qstats[index]!.interrupts = add64(this.qstats[index]!.interrupts, 1);
       q.flush();
       return;
     }
@@ -406,7 +426,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       c.timer = null;
     }
     c.count = 0;
-    this.qstats[index]!.interrupts++;
+    this.qstats[index]!.interrupts = add64(this.qstats[index]!.interrupts, 1);
     q.flush();
   }
 
@@ -450,11 +470,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (wf) {
         // Remember the flow for automatic receive steering (replies come back on this pair).
         if (this.f.mq) this.noteFlow(wf.data, parseFrame(wf.data), (index - 1) / 2);
-        st.packets++;
-        st.bytes += wf.data.length;
+        st.packets = add64(st.packets, 1);
+        st.bytes = add64(st.bytes, wf.data.length);
         if (this.linkUp && this.backend) this.backend.send(wf);
       } else {
-        st.drops++;
+        st.drops = add64(st.drops, 1);
       }
     }
     if (done > 0) this.signal(q, index, done);
@@ -465,7 +485,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const st = this.qstats[index]!;
     const hl = this.hdrLen;
     const malformed = (id: string, detail: string): null => {
-      st.dropsSpecial++;
+      st.dropsSpecial = add64(st.dropsSpecial, 1);
       this.violate(id, detail);
       return null;
     };
@@ -500,7 +520,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
     }
     if (tunnel && flags & NetHdr.F_DATA_VALID) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
-    if (flags & NetHdr.F_SECURITY) return malformed('net.driver.61', 'SECURITY flag without IPsec');
+    if (flags & NetHdr.F_SECURITY) {
+      this.violate('net.driver.62', 'SECURITY flag: no IPsec SA can be named');
+      return malformed('net.driver.61', 'SECURITY flag without IPsec');
+    }
     if (hl >= NetHdr.SIZE_BASE && (this.f.version1 || this.f.mrg)) {
       const nb = hv.getUint16(NetHdr.OFF_NUM_BUFFERS, true);
       if (nb !== 0) return malformed('net.driver.16', `num_buffers ${nb} on transmit`);
@@ -515,7 +538,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       this.violate('net.driver.31', `gso_type ${gsoType} without HOST_UDP_TUNNEL_GSO`);
       return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
     }
-    if (gsoType & NetHdr.GSO_ECN) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
+    const ecn = (gsoType & NetHdr.GSO_ECN) !== 0;
+    if (ecn && !this.f.hostEcn) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
     const base = gsoType & 0x1f;
     const csumCount: 'none' | 'needs' = needsCsum ? 'needs' : 'none';
     if (needsCsum && this.strict) {
@@ -527,8 +551,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       // net.device.6 / net.driver.9: frames up to mtu + Ethernet header (+ a VLAN tag) go out whole.
       const limit = this.mtu + ETH_HLEN + 4;
       if (total > limit) return malformed(this.f.mtu ? 'net.driver.9' : 'net.tx.oversize', `frame of ${total} bytes without GSO, link takes ${limit}`);
-      st.csumNone += csumCount === 'none' ? 1 : 0;
-      st.needsCsum += csumCount === 'needs' ? 1 : 0;
+      st.csumNone = add64(st.csumNone, csumCount === 'none' ? 1 : 0);
+      st.needsCsum = add64(st.needsCsum, csumCount === 'needs' ? 1 : 0);
       if (needsCsum) return { data, csum: { start: csumStart, offset: csumOffset } };
       // net.device.25: without NEEDS_CSUM the checksum is passed on unverified (no dataValid).
       return { data };
@@ -544,17 +568,20 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const info = parseFrame(data);
     const tcpOk = info.proto === IpProto.TCP && info.headerLen > 0 && (base === NetHdr.GSO_TCPV4 ? info.ipVersion === 4 : info.ipVersion === 6);
     if (!tcpOk) return malformed('net.driver.45', `gso_type ${gsoType} does not match the frame`);
+    if (this.strict && this.f.hdrLen && hv.getUint16(NetHdr.OFF_HDR_LEN, true) !== info.headerLen) this.violate('net.driver.48', `hdr_len ${hv.getUint16(NetHdr.OFF_HDR_LEN, true)}, headers are ${info.headerLen} bytes`);
+    // net.driver.29: with HOST_ECN, a TSO frame carrying CWR must say GSO_ECN.
+    if (this.f.hostEcn && !ecn && data[info.l4 + 13]! & 0x80) this.violate('net.driver.29', 'TSO frame with CWR but no GSO_ECN');
     if (csumStart !== info.l4 || csumOffset !== 16) return malformed('net.driver.44', `csum_start/offset ${csumStart}/${csumOffset} do not point at the TCP checksum (${info.l4}/16)`);
-    st.needsCsum++;
+    st.needsCsum = add64(st.needsCsum, 1);
     const payload = info.ipEnd - info.headerLen;
     const segs = Math.max(1, Math.ceil(payload / gsoSize));
     if (segs > 1) {
-      st.gsoPackets++;
-      st.gsoBytes += data.length;
-      st.gsoSegments += segs;
-      st.gsoSegmentsBytes += data.length + (segs - 1) * info.headerLen;
+      st.gsoPackets = add64(st.gsoPackets, 1);
+      st.gsoBytes = add64(st.gsoBytes, data.length);
+      st.gsoSegments = add64(st.gsoSegments, segs);
+      st.gsoSegmentsBytes = add64(st.gsoSegmentsBytes, data.length + (segs - 1) * info.headerLen);
     }
-    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen } };
+    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen, ecn } };
   }
 
   /** Strict mode: NEEDS_CSUM must point at the TCP/UDP checksum, which holds the pseudo-header sum (net.driver.42-.44). */
@@ -592,22 +619,30 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     if (pair < 0) return;
     const index = 2 * pair;
     const st = this.qstats[index]!;
+    if (this.rxResetting[index]) {
+      // net.device.100 / net.device.102: the chosen receive queue is being reset: drop.
+      st.drops = add64(st.drops, 1);
+      return;
+    }
     const hv = hash.value;
     const hr = this.f.hashReport ? hash.report : HashReport.NONE;
     const items: RxItem[] = [];
     if (wf.gso) {
-      const canGso = (wf.gso.type === NetHdr.GSO_TCPV4 && this.rxTso4) || (wf.gso.type === NetHdr.GSO_TCPV6 && this.rxTso6);
+      let canGso = (wf.gso.type === NetHdr.GSO_TCPV4 && this.rxTso4) || (wf.gso.type === NetHdr.GSO_TCPV6 && this.rxTso6);
+      // A super-frame carrying ECN (CWR): GSO_ECN with GUEST_ECN (net.device.42); without it, segments (net.device.41).
+      const cwr = info.l4 >= 0 && info.proto === IpProto.TCP && (data[info.l4 + 13]! & 0x80) !== 0;
+      if (cwr && !this.rxEcn) canGso = false;
       if (canGso && wf.csum) {
         // net.device.55/.56/.59: GSO delivered with NEEDS_CSUM, gso_size and hdr_len.
-        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type, gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
-        st.gsoPackets++;
-        st.gsoBytes += data.length;
-        st.needsCsum++;
+        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type | (cwr ? NetHdr.GSO_ECN : 0), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
+        st.gsoPackets = add64(st.gsoPackets, 1);
+        st.gsoBytes = add64(st.gsoBytes, data.length);
+        st.needsCsum = add64(st.needsCsum, 1);
       } else {
         // net.device.35/.37/.54: the receiver did not take GSO: segment here, checksums complete.
         const segs = segment(data, wf.gso);
         if (!segs) {
-          st.drops++;
+          st.drops = add64(st.drops, 1);
           return;
         }
         for (const s of segs) items.push(this.plainItem(s, st, true, hv, hr));
@@ -616,7 +651,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (this.rxCsum && wf.csum.start + wf.csum.offset + 2 <= data.length) {
         // net.device.45-.48: the pseudo-header sum sits in the slot; the driver completes it.
         items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: NetHdr.GSO_NONE, gsoSize: 0, hdrLen: 0, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
-        st.needsCsum++;
+        st.needsCsum = add64(st.needsCsum, 1);
       } else {
         const copy = data.slice();
         if (wf.csum.start + wf.csum.offset + 2 <= copy.length) completeChecksum(copy, wf.csum.start, wf.csum.offset);
@@ -629,12 +664,12 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     for (const it of items) {
       // net.device.5: with MTU negotiated, no GSO_NONE frame longer than mtu + link header.
       if (this.f.mtu && it.gsoType === NetHdr.GSO_NONE && it.data.length > this.mtu + ETH_HLEN + (info.vlan >= 0 ? 4 : 0)) {
-        st.drops++;
+        st.drops = add64(st.drops, 1);
         continue;
       }
       if (bl.length >= this.rxBacklogMax) {
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         continue;
       }
       bl.push(it);
@@ -650,11 +685,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const checked = r.what.includes('tcp') || r.what.includes('udp');
       if (checked && r.ip && r.l4) {
         flags = NetHdr.F_DATA_VALID;
-        st.csumValid++;
-      } else if (checked) st.csumBad++;
-      else st.csumNone++;
+        st.csumValid = add64(st.csumValid, 1);
+      } else if (checked) st.csumBad = add64(st.csumBad, 1);
+      else st.csumNone = add64(st.csumNone, 1);
     } else {
-      st.csumNone++;
+      st.csumNone = add64(st.csumNone, 1);
     }
     void knownGood;
     // net.device.33: without GUEST_CSUM flags stay 0.
@@ -771,15 +806,15 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       if (chain.writableLen < need) {
         // Too small for this frame: drop the frame, keep the buffer for the next one.
         this.stash[index]!.unshift(chain);
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         return 0;
       }
       this.writeHeader(ctx, chain, it, 1);
       scatter(ctx.mem, chain.writable, this.hdrLen, it.data);
       q.push(chain, need);
-      st.packets++;
-      st.bytes += it.data.length;
+      st.packets = add64(st.packets, 1);
+      st.bytes = add64(st.bytes, it.data.length);
       return 1;
     }
     return 'wait';
@@ -796,8 +831,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     while (have < need) {
       if (s.length >= Math.min(this.queueSize, 0xffff)) {
         // Every buffer the ring can hold is not enough: drop the frame, keep the buffers.
-        st.drops++;
-        st.dropsSpecial++;
+        st.drops = add64(st.drops, 1);
+        st.dropsSpecial = add64(st.dropsSpecial, 1);
         return 0;
       }
       const c = q.pop();
@@ -836,8 +871,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       off += n;
       c === chains[0] ? q.push(c, this.hdrLen + n) : q.push(c, n);
     }
-    st.packets++;
-    st.bytes += it.data.length;
+    st.packets = add64(st.packets, 1);
+    st.bytes = add64(st.bytes, it.data.length);
     return chains.length;
   }
 
@@ -850,7 +885,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const chain = q.pop();
       if (!chain) break;
       n++;
-      this.cvqStats.commands++;
+      this.cvqStats.commands = add64(this.cvqStats.commands, 1);
       if (chain.writableLen < 1) {
         // No room for the ack: nothing to answer with.
         this.violate('net.ctrl.noack', `control command without a writable ack byte`);
@@ -865,11 +900,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         const len = Math.min(chain.readableLen, 1 << 16);
         const cmd = new Uint8Array(len);
         gatherInto(ctx.mem, chain.readable, 0, cmd);
-        const r = this.command(cmd[0]!, cmd[1]!, cmd.subarray(2), chain.writableLen - 1);
+        const r = this.ctrlHook?.(cmd[0]!, cmd[1]!, cmd.subarray(2)) ?? this.command(cmd[0]!, cmd[1]!, cmd.subarray(2), chain.writableLen - 1);
         ack = r.ack;
         result = r.result ?? null;
       }
-      if (ack === NetCtrl.OK) this.cvqStats.ok++;
+      if (ack === NetCtrl.OK) this.cvqStats.ok = add64(this.cvqStats.ok, 1);
       // The command's effect is in place before the buffer is used (net.device.90/.91/.96).
       scatter(ctx.mem, chain.writable, 0, new Uint8Array([ack]));
       let written = 1;
@@ -968,6 +1003,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         this.rxCsum = hasFeature(want, NetF.GUEST_CSUM);
         this.rxTso4 = hasFeature(want, NetF.GUEST_TSO4) && this.rxCsum;
         this.rxTso6 = hasFeature(want, NetF.GUEST_TSO6) && this.rxCsum;
+        this.rxEcn = hasFeature(want, NetF.GUEST_ECN);
         return OK;
       }
       case NetCtrl.CLASS_NOTF_COAL:

@@ -2,13 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { ip4FromString, macFromString } from '../../drivers/net/packet.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
 import { HostPeer } from './host-peer.ts';
-import { NetTestbed, netTransports } from './testbed.ts';
+import { NetTestbed, netConfigs } from './testbed.ts';
 import { plug } from './switch.ts';
 
-describe.each(netTransports())('end to end over %s', (transport) => {
+describe.each(netConfigs())('end to end over %s with %s rings', (transport, ring) => {
   it('a guest pings the host peer and gets replies', () => {
     const tb = new NetTestbed();
-    const g = tb.addGuest({ transport });
+    const g = tb.addGuest({ transport, ring });
     const host = new HostPeer(tb.scheduler, { mac: macFromString('02:00:00:00:00:fe'), ip: ip4FromString('10.0.0.254') });
     plug(tb.sw, host);
     const stack = new GuestIpStack(g.driver, ip4FromString('10.0.0.1'));
@@ -26,8 +26,8 @@ describe.each(netTransports())('end to end over %s', (transport) => {
 
   it('two guests ping each other, and the host pings a guest', () => {
     const tb = new NetTestbed();
-    const a = tb.addGuest({ transport });
-    const b = tb.addGuest({ transport });
+    const a = tb.addGuest({ transport, ring });
+    const b = tb.addGuest({ transport, ring });
     const sa = new GuestIpStack(a.driver, ip4FromString('10.0.0.1'));
     const sb = new GuestIpStack(b.driver, ip4FromString('10.0.0.2'));
     const step = () => tb.step();

@@ -46,7 +46,6 @@ describe('transmit header checks (net.driver.15-.47 seen from the device)', () =
     ['UFO never offered', 'net.driver.25', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_UDP, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame]],
     ['USO never offered', 'net.driver.27', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_UDP_L4, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame]],
     ['UDP tunnel bits', 'net.driver.56', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
-    ['ECN without HOST_ECN', 'net.driver.28', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_ECN, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
     ['DATA_VALID on transmit', 'net.driver.59', (r) => [r.header({ flags: NetHdr.F_DATA_VALID }), tcpFrame().frame]],
     ['num_buffers set on transmit', 'net.driver.16', (r) => [r.header({ numBuffers: 3 }), tcpFrame().frame]],
     ['frame above the MTU without GSO', 'net.driver.9', (r) => [r.header(), tcpFrame(3000).frame]],
@@ -72,6 +71,14 @@ describe('transmit header checks (net.driver.15-.47 seen from the device)', () =
     r.transmit(r.header({ flags: NetHdr.F_NEEDS_CSUM, csumStart: f.csumStart, csumOffset: f.csumOffset }), f.frame);
     expect(r.sent).toHaveLength(0);
     expect(r.dev.violations.map((v) => v.id)).toContain('net.driver.17');
+  });
+
+  it('GSO_ECN without HOST_ECN is refused (net.driver.28)', () => {
+    const r = new RawNet({ features: NET_SUPPORTED_FEATURES & ~bit(NetF.HOST_ECN) });
+    const f = tcpFrame(3000, 'partial');
+    r.transmit(r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_ECN, gsoSize: 500, csumStart: f.csumStart, csumOffset: f.csumOffset }), f.frame);
+    expect(r.sent).toHaveLength(0);
+    expect(r.dev.violations.map((v) => v.id)).toContain('net.driver.28');
   });
 
   it('GSO_TCPV4 without HOST_TSO4 is refused (net.driver.21)', () => {

@@ -12,7 +12,7 @@ import { NetHdr, netHdrSize } from '../../spec-refs/net.ts';
 import { IpProto, buildL4Frame, ip4FromString, parseFrame, readBe32, verifyChecksums } from '../../drivers/net/packet.ts';
 import { completeReceived, NET_DRIVER_FEATURES, type RxFrame } from '../../drivers/net/driver.ts';
 import { segment } from './wire.ts';
-import { NetTestbed, netTransports } from './testbed.ts';
+import { NetTestbed, netConfigs } from './testbed.ts';
 
 interface Side {
   mrg: boolean;
@@ -75,12 +75,12 @@ interface Sent {
   payload: Uint8Array;
 }
 
-function run(transport: string, a: Side, b: Side, frames: { flow: number; v6: boolean; size: number; mss: number; offload: boolean }[], seed: number): void {
+function run(transport: string, ring: 'split' | 'packed', a: Side, b: Side, frames: { flow: number; v6: boolean; size: number; mss: number; offload: boolean }[], seed: number): void {
   const tb = new NetTestbed(seed);
   const fa = features(a);
   const fb = features(b);
-  const ga = tb.addGuest({ transport, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fa, rxBufferSize: rxBufSize(a, fa), rxBuffers: a.mrg ? 256 : 24 } });
-  const gb = tb.addGuest({ transport, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fb, rxBufferSize: rxBufSize(b, fb), rxBuffers: b.mrg ? 256 : 24 } });
+  const ga = tb.addGuest({ transport, ring, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fa, rxBufferSize: rxBufSize(a, fa), rxBuffers: a.mrg ? 256 : 24 } });
+  const gb = tb.addGuest({ transport, ring, ramMiB: 12, device: { maxPairs: 2 }, driver: { features: fb, rxBufferSize: rxBufSize(b, fb), rxBuffers: b.mrg ? 256 : 24 } });
   const got: RxFrame[] = [];
   gb.driver.onReceive((f) => got.push(f));
   const src4 = ip4FromString('10.1.0.1');
@@ -158,9 +158,9 @@ function run(transport: string, a: Side, b: Side, frames: { flow: number; v6: bo
   expect(gb.driver.stats.rxDropped).toBe(0);
 }
 
-describe.each(netTransports())('virtio-net data path over %s', (transport) => {
+describe.each(netConfigs())('virtio-net data path over %s with %s rings', (transport, ring) => {
   test.prop([side, side, fc.array(frameSpec, { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 1000 })], { numRuns: 10 })(
     'every frame arrives once, intact, checksummed, in order per flow',
-    (a, b, frames, seed) => run(transport, a, b, frames, seed),
+    (a, b, frames, seed) => run(transport, ring, a, b, frames, seed),
   );
 });

@@ -8,11 +8,12 @@
 import { Machine } from '../machine/machine.ts';
 import { Scheduler } from '../machine/scheduler.ts';
 import { attachVirtioMmio } from '../virtio/mmio.ts';
-import type { VirtioCore } from '../virtio/core.ts';
+import { ringLayout, type VirtioCore } from '../virtio/core.ts';
+import { F, bit } from '../../spec-refs/virtio.ts';
 import type { VirtioDeviceModel } from '../virtio/model.ts';
 import { MmioTransport } from '../../drivers/transport/mmio.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
-import { VirtioNetDriver, type NetDriverOptions } from '../../drivers/net/driver.ts';
+import { NET_DRIVER_FEATURES, VirtioNetDriver, type NetDriverOptions } from '../../drivers/net/driver.ts';
 import { VirtioNetDevice, type NetDeviceOptions } from './device.ts';
 import { L2Switch, plug, type SwitchPort } from './switch.ts';
 
@@ -54,6 +55,18 @@ export function netTransport(name: string): NetTransportKind {
   return k;
 }
 
+/** Ring layouts the core implements (split always; packed once registered). */
+export function netRings(): ('split' | 'packed')[] {
+  return ringLayout('packed') ? ['split', 'packed'] : ['split'];
+}
+
+/** Every transport x ring combination available, as [transport, ring] pairs. */
+export function netConfigs(): [string, 'split' | 'packed'][] {
+  const out: [string, 'split' | 'packed'][] = [];
+  for (const t of netTransports()) for (const r of netRings()) if (!(r === 'packed' && t.endsWith('legacy'))) out.push([t, r]);
+  return out;
+}
+
 export interface Guest {
   readonly machine: Machine;
   readonly device: VirtioNetDevice;
@@ -71,6 +84,8 @@ export interface GuestOptions {
   machine?: Machine;
   /** RAM of a new machine in MiB (default 32, one region at 0). */
   ramMiB?: number;
+  /** Ring layout (default split; packed when the core has it). */
+  ring?: 'split' | 'packed';
 }
 
 export class NetTestbed {
@@ -89,7 +104,10 @@ export class NetTestbed {
     const device = new VirtioNetDevice({ name: `nic${n}`, mac: new Uint8Array([0x52, 0x54, 0x00, 0x00, 0x00, n]), ...opts.device });
     const port = plug(this.sw, device);
     const { core, transport } = netTransport(opts.transport ?? 'mmio').attach(machine, device);
-    const driver = VirtioNetDriver.init(machine.platform, transport, opts.driver);
+    const ring = opts.ring ?? 'split';
+    const base = opts.driver?.features ?? NET_DRIVER_FEATURES;
+    const features = ring === 'packed' ? base | bit(F.RING_PACKED) : base & ~bit(F.RING_PACKED);
+    const driver = VirtioNetDriver.init(machine.platform, transport, { ...opts.driver, features });
     const g = { machine, device, core, transport, driver, port };
     this.guests.push(g);
     return g;

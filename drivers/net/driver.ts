@@ -20,6 +20,7 @@ import type { GuestPlatform } from '../core/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
 import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
 import { VirtioDriverDevice } from '../core/device.ts';
+import { SplitVirtqueue } from '../core/split.ts';
 import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { ETH_HLEN, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
@@ -30,8 +31,8 @@ export const NET_DRIVER_FEATURES: bigint = [
   NetF.CSUM, NetF.GUEST_CSUM, NetF.CTRL_GUEST_OFFLOADS, NetF.MTU, NetF.MAC, NetF.GUEST_TSO4, NetF.GUEST_TSO6,
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
-  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX,
-  F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED,
+  NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
+  F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 export interface NetDriverOptions {
@@ -134,9 +135,11 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean };
-  private readonly rxq: Virtqueue<RxBuf>[] = [];
-  private readonly txq: Virtqueue<TxSlot>[] = [];
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean };
+  private rxq: Virtqueue<RxBuf>[] = [];
+  /** Every receive buffer allocated per pair (reposted after a queue reset). */
+  private readonly rxBufs: RxBuf[][] = [];
+  private txq: Virtqueue<TxSlot>[] = [];
   private readonly txPool: number[][] = [];
   private readonly txSlotSize: number;
   private ctrlq: Virtqueue<CtrlPending> | null = null;
@@ -145,7 +148,7 @@ export class VirtioNetDriver {
   private readonly rxQueueLimit: number;
   private readonly napiBudget: number;
   /** Mergeable receive: a frame being assembled per queue. */
-  private readonly partial: ({ parts: Uint8Array[]; need: number; hdr: Uint8Array } | null)[] = [];
+  private readonly partial: ({ parts: Uint8Array[]; need: number; hdr: Uint8Array; lastLen: number; lastPosted: number } | null)[] = [];
   private inPoll = false;
   private announcePending = false;
   private readonly announceFrames: (() => Uint8Array[]) | undefined;
@@ -160,6 +163,7 @@ export class VirtioNetDriver {
       csum: has(NetF.CSUM), guestCsum: has(NetF.GUEST_CSUM), tso4: has(NetF.HOST_TSO4), tso6: has(NetF.HOST_TSO6), mrg: has(NetF.MRG_RXBUF),
       status: has(NetF.STATUS), ctrl: has(NetF.CTRL_VQ), mq: has(NetF.MQ), mtu: has(NetF.MTU), announce: has(NetF.GUEST_ANNOUNCE),
       hashReport: has(NetF.HASH_REPORT), guestTso4: has(NetF.GUEST_TSO4), guestTso6: has(NetF.GUEST_TSO6),
+      hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
     };
     this.hdrLen = netHdrSize(dev.features);
     this.maxPairs = maxPairs;
@@ -192,13 +196,17 @@ export class VirtioNetDriver {
     }
     if (this.ctrlIndex >= 0) this.ctrlq = dev.queue<CtrlPending>(this.ctrlIndex);
     // Post receive buffers (net.driver.67: on every receive queue to be used).
-    const want = opts.rxBuffers;
+    // Big (non-mergeable GSO) buffers: a smaller pool by default (64 KiB each).
+    const want = opts.rxBuffers ?? (this.rxBufferSize > 16384 ? 32 : undefined);
     for (let p = 0; p < pairs; p++) {
       const q = this.rxq[p]!;
       const n = Math.min(want ?? q.size, q.size);
+      this.rxBufs.push([]);
       for (let i = 0; i < n; i++) {
         const addr = this.platform.dma.alloc(this.rxBufferSize, 16);
-        if (!q.add([], [{ addr, len: this.rxBufferSize }], { addr, len: this.rxBufferSize })) break;
+        const b = { addr, len: this.rxBufferSize };
+        this.rxBufs[p]!.push(b);
+        if (!q.add([], [{ addr, len: this.rxBufferSize }], b)) break;
       }
       q.kick();
       const tq = this.txq[p]!;
@@ -297,13 +305,23 @@ export class VirtioNetDriver {
       this.stats.napiPolls++;
       for (let p = 0; p < this.rxq.length; p++) {
         const q = this.rxq[p]!;
+        if (this.resetting.has(2 * p)) continue;
         for (;;) {
           q.disableInterrupts();
           let round = 0;
+          let drained = false;
           while (round < this.napiBudget) {
             const got = this.rxOne(p);
-            if (got < 0) break;
+            if (got < 0) {
+              drained = true;
+              break;
+            }
             round += got;
+          }
+          const part = this.partial[p];
+          if (drained && part) {
+            // net.device.32: all buffers of a frame are used together; a partial frame means some are missing.
+            this.deviceError('net.device.32', `frame with num_buffers ${part.need} but only ${part.parts.length} used so far`);
           }
           n += round;
           this.refillKick(p);
@@ -312,7 +330,7 @@ export class VirtioNetDriver {
           if (q.enableInterrupts()) break;
         }
       }
-      for (let p = 0; p < this.txq.length; p++) this.reclaimTx(p);
+      for (let p = 0; p < this.txq.length; p++) if (!this.resetting.has(2 * p + 1)) this.reclaimTx(p);
       this.reapCtrl();
     } catch (e) {
       if (e instanceof DeviceMisbehaviourError) {
@@ -328,6 +346,8 @@ export class VirtioNetDriver {
   }
 
   private ctrlBusy = false;
+  /** Data queues in the middle of a reset (not polled). */
+  private readonly resetting = new Set<number>();
 
   private refillKick(p: number): void {
     this.rxq[p]!.kick();
@@ -344,7 +364,10 @@ export class VirtioNetDriver {
     let done = 0;
     const part = this.partial[p];
     if (part) {
-      // A continuation buffer of a mergeable frame: data only.
+      // A continuation buffer of a mergeable frame: data only. Every buffer but the last is full (net.device.31).
+      if (part.parts.length > 0 && part.lastLen < part.lastPosted) this.deviceError('net.device.31', `mergeable buffer ${part.parts.length} of ${part.need} filled ${part.lastLen} of ${part.lastPosted} bytes`);
+      part.lastLen = len;
+      part.lastPosted = buf.len;
       part.parts.push(mem.readBytes(buf.addr, len));
       if (part.parts.length >= part.need) {
         this.partial[p] = null;
@@ -364,7 +387,7 @@ export class VirtioNetDriver {
         this.deviceError('net.device.30', `num_buffers ${nb}`);
         this.stats.rxDropped++;
       } else if (this.f.mrg && nb > 1) {
-        this.partial[p] = { parts: [data], need: nb, hdr };
+        this.partial[p] = { parts: [data], need: nb, hdr, lastLen: len, lastPosted: buf.len };
       } else {
         done = this.finishFrame(p, hdr, [data], 1);
       }
@@ -402,12 +425,18 @@ export class VirtioNetDriver {
     // net.driver.68: unknown flag bits ignored.
     if (!this.f.guestCsum && flags & (NetHdr.F_NEEDS_CSUM | NetHdr.F_DATA_VALID)) return drop('net.device.33', `flags ${flags} without GUEST_CSUM`);
     if (flags & NetHdr.F_RSC_INFO) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
+    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
     // net.driver.75 / .77: tunnel GSO types are not negotiated by this driver.
-    if (gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.device.39', `gso_type ${gsoType}`);
+    const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
+    if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.driver.75', `gso_type ${gsoType} has both tunnel bits`);
+    if (tunnel && (!(flags & NetHdr.F_NEEDS_CSUM) || flags & NetHdr.F_DATA_VALID || (gsoType & 0x1f) === NetHdr.GSO_NONE)) return drop('net.driver.77', `tunnel gso_type ${gsoType} with flags ${flags}`);
+    if (tunnel) return drop('net.device.39', `gso_type ${gsoType}`);
     const base = gsoType & 0x7f;
+    if (gsoType & NetHdr.GSO_ECN && !this.f.guestEcn) return drop('net.device.41', 'GSO_ECN without GUEST_ECN');
     if (base !== NetHdr.GSO_NONE) {
       if (base === NetHdr.GSO_TCPV4 && !this.f.guestTso4) return drop('net.device.35', 'GSO_TCPV4 without GUEST_TSO4');
       if (base === NetHdr.GSO_TCPV6 && !this.f.guestTso6) return drop('net.device.37', 'GSO_TCPV6 without GUEST_TSO6');
+      if (base === NetHdr.GSO_UDP_L4) return drop('net.device.38', 'GSO_UDP_L4 without GUEST_USO');
       if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6) return drop('net.device.36', `gso_type ${gsoType}`);
       if (!(flags & NetHdr.F_NEEDS_CSUM)) return drop('net.device.55', 'GSO without NEEDS_CSUM');
       if (gsoSize === 0) return drop('net.device.56', 'GSO with gso_size 0');
@@ -498,7 +527,10 @@ export class VirtioNetDriver {
     if (frame.length < ETH_HLEN) throw new UsageError('net.tx.short', 'frame shorter than an Ethernet header', { seen: `${frame.length}` });
     const gso = offload.gso;
     if (gso) {
-      const hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6);
+      let hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6);
+      // net.driver.28: ECN (CWR) in a TSO frame needs HOST_ECN; otherwise segment here.
+      const info = parseFrame(frame);
+      if (hw && info.l4 >= 0 && info.proto === IpProto.TCP && frame[info.l4 + 13]! & 0x80 && !this.f.hostEcn) hw = false;
       if (!hw) return this.sendSoftwareGso(frame, offload, p);
     }
     if (!gso && frame.length > this.mtu + ETH_HLEN + 4) {
@@ -557,7 +589,8 @@ export class VirtioNetDriver {
       const info = parseFrame(data);
       if (info.proto !== IpProto.TCP || info.headerLen < 0) throw new UsageError('net.tx.gso', 'GSO frame is not TCP');
       h[NetHdr.OFF_FLAGS] = NetHdr.F_NEEDS_CSUM;
-      h[NetHdr.OFF_GSO_TYPE] = gso.type;
+      // net.driver.29: GSO_ECN when the segments carry ECN (CWR) and HOST_ECN is negotiated.
+      h[NetHdr.OFF_GSO_TYPE] = gso.type | (this.f.hostEcn && data[info.l4 + 13]! & 0x80 ? NetHdr.GSO_ECN : 0);
       // net.driver.49: hdr_len through the transport header.
       hv.setUint16(NetHdr.OFF_HDR_LEN, info.headerLen, true);
       hv.setUint16(NetHdr.OFF_GSO_SIZE, gso.size, true);
@@ -776,6 +809,7 @@ export class VirtioNetDriver {
   /** Read a queue's coalescing parameters; null when the device answers ERR (net.driver.105: values disregarded). */
   getQueueCoalescing(vq: number): { maxPackets: number; maxUsecs: number } | null {
     this.need(NetF.VQ_NOTF_COAL, 'net.driver.104', 'NOTF_COAL_VQ_GET');
+    if (vq < 0 || vq >= 2 * this.activePairs) throw new UsageError('net.coal.vq', 'not an enabled data queue', { statements: ['net.driver.102'], seen: `${vq}` });
     const d = new Uint8Array(4);
     new DataView(d.buffer).setUint16(0, vq, true);
     const r = this.command(NetCtrl.CLASS_NOTF_COAL, NetCtrl.NOTF_COAL_VQ_GET, d, 8);
@@ -837,6 +871,45 @@ export class VirtioNetDriver {
     for (const fr of this.announceFrames?.() ?? []) this.send(fr);
     this.stats.announces++;
     this.mustCommand(NetCtrl.CLASS_ANNOUNCE, NetCtrl.ANNOUNCE_ACK, new Uint8Array(0), 'ANNOUNCE_ACK');
+  }
+
+  /**
+   * Reset one data queue on its own (VIRTIO_F_RING_RESET) and bring it back with a fresh ring:
+   * receive buffers are reposted; transmit frames in flight are lost. `during` runs while the
+   * queue is reset and not yet re-enabled. Split rings only.
+   */
+  resetQueue(index: number, during?: () => void): void {
+    if (!hasFeature(this.features, F.RING_RESET) || !this.dev.transport.resetQueue) throw new UsageError('net.queue_reset', 'VIRTIO_F_RING_RESET not negotiated or not supported by the transport');
+    const pair = index >> 1;
+    if (pair >= this.pairs) throw new UsageError('net.queue_reset', 'not a data queue of this driver', { seen: `${index}` });
+    const old = this.dev.queue<unknown>(index);
+    if (old.layout !== 'split') throw new UsageError('net.queue_reset', 'queue reset is implemented for split rings only');
+    const t = this.dev.transport;
+    t.resetQueue!(index);
+    old.destroy();
+    this.resetting.add(index);
+    try {
+      during?.();
+    } finally {
+      this.resetting.delete(index);
+    }
+    const vq = new SplitVirtqueue<unknown>(this.platform.mem, this.platform.dma, {
+      index,
+      size: old.size,
+      eventIdx: hasFeature(this.features, F.EVENT_IDX),
+      indirect: hasFeature(this.features, F.INDIRECT_DESC),
+      notify: () => t.notify(index),
+    });
+    t.setupQueue(index, vq.addresses);
+    (this.dev.queues as Map<number, unknown>).set(index, vq);
+    if (index % 2 === 0) {
+      this.partial[pair] = null;
+      this.rxq[pair] = vq as unknown as Virtqueue<RxBuf>;
+      for (const b of this.rxBufs[pair]!) vq.add([], [{ addr: b.addr, len: b.len }], b);
+      vq.kick();
+    } else {
+      this.txq[pair] = vq as unknown as Virtqueue<TxSlot>;
+    }
   }
 
   /** Reset the device and free the queues. */

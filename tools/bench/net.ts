@@ -5,7 +5,7 @@
  * second of host time, and the VM exits both guests took per frame (notifications, interrupt
  * acknowledgements, halts), the figure a paravirtual NIC is judged by.
  */
-import { NetTestbed, netTransports } from '../../device-models/net/testbed.ts';
+import { NetTestbed, netRings, netTransports } from '../../device-models/net/testbed.ts';
 import { buildEthernet } from '../../drivers/net/packet.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 
@@ -22,6 +22,7 @@ export const NET_SCENARIOS: readonly NetScenario[] = [
 
 export interface NetBenchOptions {
   readonly transport: string;
+  readonly ring?: 'split' | 'packed';
   readonly seconds: number;
   readonly warmupSeconds?: number;
   /** Frames sent per burst before the receiver runs (default 64). */
@@ -31,6 +32,7 @@ export interface NetBenchOptions {
 export interface NetBenchResult {
   readonly scenario: string;
   readonly transport: string;
+  readonly ring: string;
   readonly frameBytes: number;
   readonly frames: number;
   readonly seconds: number;
@@ -45,8 +47,9 @@ export interface NetBenchResult {
 
 export function runNetScenario(sc: NetScenario, o: NetBenchOptions): NetBenchResult {
   const tb = new NetTestbed(7);
-  const a = tb.addGuest({ transport: o.transport, ramMiB: 16 });
-  const b = tb.addGuest({ transport: o.transport, ramMiB: 16 });
+  const ring = o.ring ?? 'split';
+  const a = tb.addGuest({ transport: o.transport, ring, ramMiB: 16 });
+  const b = tb.addGuest({ transport: o.transport, ring, ramMiB: 16 });
   let received = 0;
   b.driver.onReceive(() => received++);
   const frame = buildEthernet({ dst: b.driver.mac, src: a.driver.mac }, 0x88b5, new Uint8Array(sc.frameBytes - 14).map((_, i) => i));
@@ -91,6 +94,7 @@ export function runNetScenario(sc: NetScenario, o: NetBenchOptions): NetBenchRes
   return {
     scenario: sc.name,
     transport: o.transport,
+    ring,
     frameBytes: sc.frameBytes,
     frames: r.frames,
     seconds: r.seconds,
@@ -110,13 +114,14 @@ function fmt(n: number, digits = 0): string {
 
 export function formatNetResult(r: NetBenchResult): string {
   const ex = Object.entries(r.exits).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${fmt(v / r.frames, 3)}`).join(', ');
-  return `${(r.scenario + '-byte').padEnd(10)} ${r.transport}: ${fmt(r.frames)} frames in ${fmt(r.seconds, 2)} s = ${fmt(r.framesPerSecond)} frames/s, ${fmt(r.bitsPerSecond / 1e6, 1)} Mbit/s, ${fmt(r.exitsPerFrame, 3)} exits/frame (${ex}), ${fmt(r.interruptsPerFrame, 3)} interrupts/frame; ${fmt(r.framesPerCpuSecond)} frames per CPU second`;
+  return `${(r.scenario + '-byte').padEnd(10)} ${r.transport}/${r.ring}: ${fmt(r.frames)} frames in ${fmt(r.seconds, 2)} s = ${fmt(r.framesPerSecond)} frames/s, ${fmt(r.bitsPerSecond / 1e6, 1)} Mbit/s, ${fmt(r.exitsPerFrame, 3)} exits/frame (${ex}), ${fmt(r.interruptsPerFrame, 3)} interrupts/frame; ${fmt(r.framesPerCpuSecond)} frames per CPU second`;
 }
 
 export interface NetBenchArgs {
   json: boolean;
   seconds: number;
   transport: string;
+  ring?: string;
   scenario?: string;
 }
 
@@ -124,12 +129,15 @@ export interface NetBenchArgs {
 export function netBench(args: NetBenchArgs, print: (line: string) => void = console.log): NetBenchResult[] {
   const transports = netTransports();
   if (!transports.includes(args.transport)) throw new UsageError('usage.cli', `--transport must be one of ${transports.join(', ')} for net`);
+  const rings = netRings();
+  const ring = (args.ring ?? 'split') as 'split' | 'packed';
+  if (!(rings as string[]).includes(ring)) throw new UsageError('usage.cli', `--ring must be one of ${rings.join(', ')} for net`);
   if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw new UsageError('usage.cli', '--seconds must be a positive number');
   const scenarios = args.scenario === undefined ? NET_SCENARIOS : NET_SCENARIOS.filter((s) => s.name === args.scenario);
   if (scenarios.length === 0) throw new UsageError('usage.cli', `unknown net scenario '${args.scenario}' (known: ${NET_SCENARIOS.map((s) => s.name).join(', ')})`);
   const out: NetBenchResult[] = [];
   for (const sc of scenarios) {
-    const r = runNetScenario(sc, { transport: args.transport, seconds: args.seconds });
+    const r = runNetScenario(sc, { transport: args.transport, ring, seconds: args.seconds });
     out.push(r);
     print(args.json ? JSON.stringify(r) : formatNetResult(r));
   }

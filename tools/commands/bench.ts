@@ -58,7 +58,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
       trace?.label('bench net');
       try {
-        netBench({ json: args.json, seconds: args.seconds, transport: args.transport, scenario: args.scenario });
+        netBench({ json: args.json, seconds: args.seconds, transport: args.transport, ring: args.ring, scenario: args.scenario });
       } finally {
         if (trace) console.error(trace.finish());
       }
