@@ -174,6 +174,7 @@ export class VirtioCore implements RingHost {
     }
     this.rings = new Array<CoreQueue | null>(n).fill(null);
     this.pendingNotify = new Array<ScheduledEvent | null>(n).fill(null);
+    model.bind?.({ configChanged: () => this.configChanged() });
   }
 
   /** The transport attaches itself once. */
@@ -229,7 +230,8 @@ export class VirtioCore implements RingHost {
       return;
     }
     const old = this._status;
-    if (old & ~value & 0xff) {
+    // (DEVICE_NEEDS_RESET is the device's bit: a driver writing status back without it clears nothing)
+    if (old & ~value & 0xff & ~Status.DEVICE_NEEDS_RESET) {
       this.record(new DriverMisbehaviourError('status.clear', 'driver cleared device status bits without a reset', { statements: ['status_init.driver.2'], expected: `a superset of ${statusNames(old)}`, seen: statusNames(value) }), false);
     }
     // DEVICE_NEEDS_RESET belongs to the device; the driver cannot set it.
@@ -294,7 +296,11 @@ export class VirtioCore implements RingHost {
       this.needsReset(new DriverMisbehaviourError('status.driver_ok_early', 'driver set DRIVER_OK without FEATURES_OK', { statements: ['status_init.driver.6', 'status_init.driver.11'], expected: 'FEATURES_OK before DRIVER_OK', seen: statusNames(this._status) }));
       return;
     }
-    if (this._status & Status.DEVICE_NEEDS_RESET) return;
+    if (this._status & Status.DEVICE_NEEDS_RESET) {
+      // it was set before DRIVER_OK (a bad queue setup): tell the driver now (status_init.device.3)
+      this.sendConfigInterrupt();
+      return;
+    }
     // Build the rings of the queues the driver enabled; the others stay dead.
     for (const q of this.queues) {
       if (q.ready) {

@@ -166,7 +166,6 @@ export class VirtioMmioDevice implements RegisterHandler, TransportSignals {
       case Mmio.DEVICE_FEATURES:
         return this.legacy && this.deviceFeaturesSel > 0 ? 0 : core.deviceFeatureWord(this.deviceFeaturesSel);
       case Mmio.QUEUE_NUM_MAX:
-        if (!this.legacy && q?.ready) this.bad('read', off, 4, 'QueueSizeMax read while the queue is ready (mmio.driver.15)');
         return q ? q.maxSize : 0;
       case Mmio.QUEUE_READY:
         if (this.legacy) break;
@@ -322,6 +321,9 @@ export class VirtioMmioDevice implements RegisterHandler, TransportSignals {
   }
 }
 
+/** Feature bits virtio-mmio can carry: everything but SR-IOV. */
+export const MMIO_TRANSPORT_FEATURES = ((1n << 128n) - 1n) & ~bit(F.SR_IOV);
+
 export interface AttachMmioOptions {
   legacy?: boolean;
   notifyLatencyNs?: number;
@@ -340,7 +342,9 @@ export interface AttachedMmio {
 /** Put `model` on `machine` as a virtio-mmio device in the next free slot. */
 export function attachVirtioMmio(machine: Machine, model: VirtioDeviceModel, opts: AttachMmioOptions = {}): AttachedMmio {
   const legacy = opts.legacy ?? false;
-  const core = new VirtioCore(machine.mem, machine.scheduler, model, { legacy, notifyLatencyNs: opts.notifyLatencyNs, transportFeatures: opts.transportFeatures });
+  // features.device.15: SR-IOV is a PCI matter, never offered over virtio-mmio
+  const transportFeatures = (opts.transportFeatures ?? MMIO_TRANSPORT_FEATURES) & MMIO_TRANSPORT_FEATURES;
+  const core = new VirtioCore(machine.mem, machine.scheduler, model, { legacy, notifyLatencyNs: opts.notifyLatencyNs, transportFeatures });
   const transport = new VirtioMmioDevice(core, { legacy });
   const { base, line } = machine.addMmioDevice(`virtio-mmio:${model.name}`, transport);
   transport.connect(line);

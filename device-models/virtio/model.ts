@@ -63,6 +63,12 @@ export interface DeviceContext {
   needsReset(reason: DriverMisbehaviourError): void;
 }
 
+/** What the core gives a model for its whole life (before DRIVER_OK too). */
+export interface DeviceHost {
+  /** The configuration changed: bump the generation; notify the driver if DRIVER_OK is set. */
+  configChanged(): void;
+}
+
 export interface VirtioDeviceModel {
   readonly deviceType: number;
   readonly name: string;
@@ -89,4 +95,9 @@ export interface VirtioDeviceModel {
    * detached the ring; drop requests tied to it. Models that never offer RING_RESET omit it.
    */
   queueReset?(index: number): void;
+  /**
+   * Optional: called once when the model is attached to a core, so that it can report config
+   * changes that happen before DRIVER_OK (e.g. a resize while the driver initialises).
+   */
+  bind?(host: DeviceHost): void;
 }

@@ -134,12 +134,14 @@ describe('split ring, device side: valid chains', () => {
     s.ring.setDesc(6, BUF + 0x100, 1, D_WRITE);
     const q = s.core.ring(0)!;
     // the same head 70000 times: avail and used idx wrap past 65535, ring slots wrap past 32767
+    let wrong = 0;
     for (let k = 0; k < 70_000; k++) {
       s.ring.publish(32767);
       const c = q.pop();
-      expect(c?.id).toBe(32767);
-      q.push(c!, 1);
+      if (c?.id !== 32767) wrong++;
+      else q.push(c, 1);
     }
+    expect(wrong).toBe(0);
     q.flush();
     expect(s.core.status & Status.DEVICE_NEEDS_RESET).toBe(0);
     expect(s.ring.usedIdx).toBe(70_000 & 0xffff);

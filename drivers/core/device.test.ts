@@ -131,4 +131,81 @@ describe('end to end: driver init + virtio-mmio + split ring + echo device', () 
     expect(dev.core.generation).toBe(1);
     expect(() => d.readConfigStable((tr) => (model.bumpConfig(), tr.readConfig(4, 4)))).toThrow(DeviceMisbehaviourError);
   });
+
+  it('a device that needs a reset at DRIVER_OK makes init fail with DeviceNeedsResetError, marked FAILED', () => {
+    const { m, t, model, dev } = setup();
+    model.activate = (ctx) => ctx.needsReset(new DeviceMisbehaviourError('x', 'cannot start') as never);
+    expect(() => VirtioDriverDevice.init(m.platform, t, { features: ALL })).toThrow(DeviceNeedsResetError);
+    expect(dev.core.status & Status.FAILED).toBe(Status.FAILED);
+  });
+
+  it('one device broken by a hostile chain does not stop another device (ROBUSTNESS: other devices keep working)', () => {
+    const m = new Machine();
+    const a = attachVirtioMmio(m, new EchoModel(), { notifyLatencyNs: 200 });
+    attachVirtioMmio(m, new EchoModel(), { notifyLatencyNs: 200 });
+    const [ta, tb] = discoverMmio(m.platform).transports;
+    const da = VirtioDriverDevice.init(m.platform, ta!, { features: ALL });
+    const db = VirtioDriverDevice.init(m.platform, tb!, { features: ALL });
+    const buf = m.dma.alloc(64);
+    // device A: the driver side is fine, but the descriptor is corrupted before the kick (a loop)
+    da.queue(0).add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 1);
+    const qa = (da.queues.get(0) as unknown as { addresses: { desc: number } }).addresses;
+    m.mem.write16(qa.desc + 12, 1); // NEXT
+    m.mem.write16(qa.desc + 14, 0); // -> itself
+    da.queue(0).kick();
+    expect(() => da.waitUsed(0)).toThrow(DeviceNeedsResetError);
+    expect(a.core.errors.filter((e) => e.fatal).map((e) => e.error.code)).toEqual(['split.chain_loop']);
+    // device B still works, and A recovers after a reset and re-init
+    const data = new Uint8Array([1, 2, 3]);
+    expect(echo(m, db, 0, data)).toEqual(data);
+    da.shutdown();
+    const da2 = VirtioDriverDevice.init(m.platform, ta!, { features: ALL });
+    expect(echo(m, da2, 0, data)).toEqual(data);
+  });
+
+  it('polling with interrupts disabled: pollUntil finds completions without interrupts', () => {
+    const { m, t, dev } = setup();
+    const d = VirtioDriverDevice.init(m.platform, t, { features: ALL });
+    const vq = d.queue<number>(0);
+    vq.disableInterrupts();
+    const buf = m.dma.alloc(64);
+    vq.add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 7);
+    vq.kick();
+    let u: { token: number; len: number } | null = null;
+    d.pollUntil(() => (u = vq.getUsed()) !== null, 'completion', 100);
+    expect(u).toEqual({ token: 7, len: 8 });
+    expect(d.stats.interrupts).toBe(0);
+    expect(dev.core.stats.usedSignals).toBe(0);
+  });
+
+  it('an interrupt storm (line stuck high, nothing to acknowledge) ends in a TimeoutError', () => {
+    const { m, t, dev } = setup();
+    const d = VirtioDriverDevice.init(m.platform, t, { features: ALL });
+    d.dispatcher.maxInterruptsPerWait = 1000;
+    dev.line.assert(); // InterruptStatus stays 0: the driver acknowledges nothing
+    expect(() => d.waitUntil(() => false, 'nothing')).toThrow(TimeoutError);
+    expect(d.stats.spuriousInterrupts).toBeGreaterThan(100);
+    d.dispatcher.maxInterruptsPerWait = 100_000;
+  });
+
+  it('RING_RESET: the driver resets one queue and sets it up again while the other keeps working (vq_reset.driver.1, vq_reset.driver.3, vq_reset.device.1)', () => {
+    const { m, t, dev, model } = setup({ features: featureSet(F.VERSION_1, F.RING_RESET, F.EVENT_IDX), completionDelayNs: 1_000_000 });
+    const d = VirtioDriverDevice.init(m.platform, t, { features: featureSet(F.RING_RESET, F.EVENT_IDX), queues: 2 });
+    const buf = m.dma.alloc(64);
+    d.queue(0).add([{ addr: buf, len: 8 }], [{ addr: buf + 8, len: 8 }], 'lost');
+    d.queue(0).kick();
+    m.platform.spin(10_000); // taken by the device, completion pending
+    const oldUsed = (d.queues.get(0) as unknown as { addresses: { device: number } }).addresses.device;
+    expect(d.resetQueue(0)).toEqual(['lost']);
+    const completed = model.completed;
+    m.platform.spin(2_000_000); // the late completion must not touch the old ring or the buffer
+    expect(m.mem.read16(oldUsed + 2)).toBe(0);
+    expect(model.completed).toBe(completed);
+    expect(m.mem.read32(buf + 8)).toBe(0);
+    expect(dev.core.queueConfig(0)!.ready).toBe(true);
+    const data = new Uint8Array([4, 5, 6]);
+    expect(echo(m, d, 0, data)).toEqual(data);
+    expect(echo(m, d, 1, data)).toEqual(data);
+    expect(dev.core.errors.filter((e) => e.fatal)).toEqual([]);
+  });
 });

@@ -75,7 +75,7 @@ export class InterruptDispatcher {
   /** Interrupts taken with no handler (acknowledged with an EOI only). */
   unhandled = 0;
   /** Upper bound on interrupts taken in one wait (an interrupt storm ends in a TimeoutError too). */
-  maxInterruptsPerWait = 1_000_000;
+  maxInterruptsPerWait = 100_000;
 
   private constructor(private readonly p: GuestPlatform) {}
 
@@ -98,7 +98,7 @@ export class InterruptDispatcher {
   dispatch(vector: number): void {
     const s = this.handlers.get(vector);
     try {
-      if (s && s.size) for (const h of [...s]) h(vector);
+      if (s && s.size) for (const h of s) h(vector);
       else this.unhandled++;
     } finally {
       this.p.irq.eoi(vector);
@@ -180,6 +180,7 @@ export class VirtioDriverDevice {
   private readonly usedListeners: (() => void)[] = [];
   private unregister: (() => void)[] = [];
   private live = false;
+  private indirectThreshold: number | undefined;
 
   private constructor(platform: GuestPlatform, transport: VirtioTransport, opts: DeviceInitOptions) {
     this.platform = platform;
@@ -237,6 +238,7 @@ export class VirtioDriverDevice {
     const wantedQueues = typeof opts.queues === 'number' || opts.queues === undefined ? Array.from({ length: opts.queues ?? 1 }, (_, i) => i) : opts.queues;
     const optional = new Set(opts.optionalQueues ?? []);
     const layout = vqLayouts.get(hasFeature(chosen, F.RING_PACKED) ? 'packed' : 'split')!;
+    this.indirectThreshold = opts.indirectThreshold;
     const cap = opts.queueSize ?? 256;
     for (const i of wantedQueues) {
       const max = t.queueMaxSize(i);
@@ -246,19 +248,7 @@ export class VirtioDriverDevice {
       }
       const size = layout.chooseSize(max, cap);
       if (size < 1) throw new UsageError('queue.size', `no usable size for queue ${i}`, { seen: `max ${max}, cap ${cap}` });
-      const vq = layout.create({
-        platform: this.platform,
-        index: i,
-        size,
-        features: chosen,
-        eventIdx: hasFeature(chosen, F.EVENT_IDX),
-        indirect: hasFeature(chosen, F.INDIRECT_DESC),
-        indirectThreshold: opts.indirectThreshold,
-        legacyAlign: t.legacy ? t.legacyAlign : undefined,
-        notify: () => t.notify(i),
-      });
-      this.queues.set(i, vq);
-      t.setupQueue(i, vq.addresses);
+      this.createQueue(i, size);
     }
     for (const v of t.vectors) this.unregister.push(this.dispatcher.register(v, (vec) => this.onInterrupt(vec)));
     status |= Status.DRIVER_OK;
@@ -272,6 +262,47 @@ export class VirtioDriverDevice {
     if (!(after & Status.DRIVER_OK)) {
       throw new DeviceMisbehaviourError('status.driver_ok', 'DRIVER_OK did not stick', { statements: ['status_init.driver.1'], expected: 'DRIVER_OK set', seen: statusNames(after) });
     }
+  }
+
+  /** Build queue `i` with the negotiated layout and program it into the transport. */
+  private createQueue(i: number, size: number): QueueWithAddresses {
+    const t = this.transport;
+    const layout = vqLayouts.get(hasFeature(this.features, F.RING_PACKED) ? 'packed' : 'split')!;
+    const vq = layout.create({
+      platform: this.platform,
+      index: i,
+      size,
+      features: this.features,
+      eventIdx: hasFeature(this.features, F.EVENT_IDX),
+      indirect: hasFeature(this.features, F.INDIRECT_DESC),
+      indirectThreshold: this.indirectThreshold,
+      legacyAlign: t.legacy ? t.legacyAlign : undefined,
+      notify: () => t.notify(i),
+    });
+    this.queues.set(i, vq);
+    t.setupQueue(i, vq.addresses);
+    return vq;
+  }
+
+  /**
+   * VIRTIO_F_RING_RESET: reset queue `index` on its own and set it up again on fresh memory.
+   * The transport waits until the device reports the reset done (vq_reset.driver.1); the old
+   * ring is then released (vq_reset.driver.2) and a new one programmed (vq_reset.driver.3).
+   * Buffers still outstanding on the old queue are dropped: their tokens are returned.
+   */
+  resetQueue(index: number): unknown[] {
+    const t = this.transport;
+    if (!hasFeature(this.features, F.RING_RESET) || !t.resetQueue) {
+      throw new UsageError('queue.reset', 'queue reset needs VIRTIO_F_RING_RESET negotiated on a transport that has it', { statements: ['vq_reset.driver.1'] });
+    }
+    const old = this.queues.get(index);
+    if (!old) throw new UsageError('queue.none', `queue ${index} was not set up`);
+    t.resetQueue(index);
+    const dropped = old.outstandingTokens?.() ?? [];
+    old.destroy();
+    this.queues.delete(index);
+    this.createQueue(index, old.size);
+    return dropped;
   }
 
   private fail(): void {
@@ -314,11 +345,12 @@ export class VirtioDriverDevice {
   /** The interrupt handler: read and acknowledge the cause, then look at status on a config change. */
   private onInterrupt(vector: number): void {
     this.stats.interrupts++;
+    // acknowledge even when not live, so a level-triggered line goes down
+    const cause: InterruptCause = this.transport.ackInterrupt(vector);
     if (!this.live) {
       this.stats.spuriousInterrupts++;
       return;
     }
-    const cause: InterruptCause = this.transport.ackInterrupt(vector);
     if (!cause.used && !cause.config) this.stats.spuriousInterrupts++; // split.driver.16: spurious is fine
     if (cause.config) {
       this.stats.configInterrupts++;
@@ -351,6 +383,24 @@ export class VirtioDriverDevice {
     // done() is called once per check: it may consume (e.g. getUsed)
     this.dispatcher.waitUntil(() => (ok = done()) || this.needsResetSeen, timeoutNs, what);
     if (!ok) this.throwIfNeedsReset();
+  }
+
+  /**
+   * Poll without interrupts: let `stepNs` of target time pass between checks of `done()`, up to
+   * `timeoutNs` (for drivers that run with interrupts disabled). TimeoutError when it never holds.
+   */
+  pollUntil(done: () => boolean, what: string, stepNs = 1000, timeoutNs = this.timeoutNs): void {
+    const p = this.platform;
+    const deadline = p.now() + timeoutNs;
+    for (;;) {
+      if (done()) return;
+      this.dispatcher.poll();
+      this.throwIfNeedsReset();
+      if (p.now() >= deadline) break;
+      p.spin(Math.max(1, Math.min(stepNs, deadline - p.now())));
+    }
+    if (done()) return;
+    throw new TimeoutError('wait.timeout', `timed out polling for ${what}`, { expected: `within ${timeoutNs} ns` });
   }
 
   /** Wait for the next used buffer of queue `index`. */

@@ -176,14 +176,12 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
         if (!isOut) writable += b.len;
         mem.write64(o, b.addr);
         mem.write32(o + 8, b.len);
-        mem.write16(o + 12, flags);
-        mem.write16(o + 14, k + 1 < n ? k + 1 : 0);
+        mem.write32(o + 12, flags | ((k + 1 < n ? k + 1 : 0) << 16)); // flags, next
       }
       const o = this.desc + 16 * head;
       mem.write64(o, table);
       mem.write32(o + 8, 16 * n);
-      mem.write16(o + 12, Split.DESC_F_INDIRECT); // split.driver.9: never with NEXT
-      mem.write16(o + 14, 0);
+      mem.write32(o + 12, Split.DESC_F_INDIRECT); // flags (split.driver.9: never with NEXT), next 0
       this.freeHead = this.next[head]!;
       this.state[head] = D.HEAD;
       this.descCount[head] = 1;
@@ -199,8 +197,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
         if (!isOut) writable += b.len;
         mem.write64(o, b.addr);
         mem.write32(o + 8, b.len);
-        mem.write16(o + 12, flags);
-        mem.write16(o + 14, k + 1 < n ? nx : 0);
+        mem.write32(o + 12, flags | ((k + 1 < n ? nx : 0) << 16)); // flags, next
         this.state[d] = k === 0 ? D.HEAD : D.BODY;
         if (k + 1 < n) d = nx;
         else this.freeHead = nx;
@@ -281,8 +278,9 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.freeChain(id);
     this._inFlight--;
     this.lastUsed = (last + 1) & 0xffff;
-    // split.driver.15: with EVENT_IDX, ask to be interrupted for the next used element
-    if (this.eventIdx && this.interruptsOn) mem.write16(this.avail + 4 + 2 * this.size, this.lastUsed);
+    // split.driver.15: with EVENT_IDX, ask to be interrupted for the next used element (or, with
+    // interrupts off, keep used_event half the index space away, where the device will not reach it)
+    if (this.eventIdx) mem.write16(this.avail + 4 + 2 * this.size, this.interruptsOn ? this.lastUsed : (this.lastUsed + 0x8000) & 0xffff);
     return { token, len };
   }
 
@@ -303,8 +301,10 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   disableInterrupts(): void {
     if (this.broken || this.destroyed) return;
     this.interruptsOn = false;
-    // split.driver.13/14: the flag only without EVENT_IDX (then flags stay 0 and used_event stops moving)
+    // split.driver.13/14: the flag only without EVENT_IDX; with it, flags stay 0 and used_event
+    // moves half the index space ahead of what the driver has consumed
     if (!this.eventIdx) this.mem.write16(this.avail, Split.AVAIL_F_NO_INTERRUPT);
+    else this.mem.write16(this.avail + 4 + 2 * this.size, (this.lastUsed + 0x8000) & 0xffff);
   }
 
   enableInterrupts(): boolean {
@@ -313,6 +313,13 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     if (this.eventIdx) this.mem.write16(this.avail + 4 + 2 * this.size, this.lastUsed);
     else this.mem.write16(this.avail, 0);
     return this.mem.read16(this.used + 2) === this.lastUsed;
+  }
+
+  /** Tokens of the buffers still in flight (for a driver that drops the queue). */
+  outstandingTokens(): T[] {
+    const out: T[] = [];
+    for (let i = 0; i < this.size; i++) if (this.state[i] === D.HEAD) out.push(this.tokens[i] as T);
+    return out;
   }
 
   destroy(): void {

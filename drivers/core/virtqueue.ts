@@ -38,4 +38,6 @@ export interface Virtqueue<T = unknown> {
   enableInterrupts(): boolean;
   /** Release all guest memory the queue allocated. */
   destroy(): void;
+  /** Tokens of the buffers still in flight (for a driver that resets and drops the queue). */
+  outstandingTokens?(): T[];
 }

@@ -83,9 +83,9 @@ describe('virtio-mmio transport, driver side: operations', () => {
       expect(t.configGeneration()).toBe(0);
       expect(t.queueMaxSize(0)).toBe(256);
       expect(t.queueMaxSize(5)).toBe(0);
-      model.bumpConfig(); // no ctx yet: no change
-      att.core.configChanged();
+      model.bumpConfig(); // a device-side change before DRIVER_OK: a new generation (none on legacy)
       expect(t.configGeneration()).toBe(legacy ? 0 : 1);
+      expect(t.readConfig(4, 4)).toBe(1);
       expect(t.ackInterrupt(att.vector)).toEqual({ used: false, config: false });
     });
   }

@@ -4,7 +4,7 @@
  * completed with the number of bytes copied. Not a real device type: it exists so that the core
  * can be tested end to end without virtio-blk or virtio-net.
  */
-import type { Chain, DeviceContext, DeviceQueue, VirtioDeviceModel } from '../model.ts';
+import type { Chain, DeviceContext, DeviceHost, DeviceQueue, VirtioDeviceModel } from '../model.ts';
 import { gatherInto, scatter } from '../chain-io.ts';
 import { F, featureSet } from '../../../spec-refs/virtio.ts';
 
@@ -81,10 +81,22 @@ export class EchoModel implements VirtioDeviceModel {
     this.resets++;
   }
 
-  /** Change the config space (counter++) the way a device does on its own. */
+  /** RING_RESET: completions still pending for the queue are dropped (vq_reset.device.1). */
+  queueReset(index: number): void {
+    this.queueEpoch[index] = (this.queueEpoch[index] ?? 0) + 1;
+  }
+  private readonly queueEpoch: number[] = [];
+
+  host: DeviceHost | null = null;
+
+  bind(host: DeviceHost): void {
+    this.host = host;
+  }
+
+  /** Change the config space (counter++) the way a device does on its own, before or after DRIVER_OK. */
   bumpConfig(): void {
     this.counter++;
-    this.ctx?.configChanged();
+    this.host?.configChanged();
   }
 
   private complete(q: DeviceQueue, c: Chain): void {
@@ -107,9 +119,10 @@ export class EchoModel implements VirtioDeviceModel {
       for (let c = q.pop(); c; c = q.pop()) batch.push(c);
       if (this.opts.reverse) batch.reverse();
       if (delay > 0) {
+        const epoch = this.queueEpoch[index] ?? 0;
         for (const c of batch) {
           ctx.scheduler.schedule(delay, 'echo:complete', () => {
-            if (this.ctx !== ctx) return;
+            if (this.ctx !== ctx || (this.queueEpoch[index] ?? 0) !== epoch) return;
             this.complete(q, c);
             q.flush();
           });
