@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // PVKIT_MONITOR=strict|report: every simulated machine with a virtio-mmio device runs under the conformance monitor
+    setupFiles: process.env['PVKIT_MONITOR'] ? ['conformance/monitor-setup.ts'] : [],
   },
 });

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Machine } from '../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../device-models/virtio/mmio.ts';
 import { EchoModel } from '../device-models/virtio/testing/echo.ts';
+import { VirtioBlkDevice } from '../device-models/blk/device.ts';
+import { RamDisk } from '../device-models/blk/backend.ts';
 import { discoverMmio } from '../drivers/transport/mmio.ts';
 import { VirtioDriverDevice } from '../drivers/core/device.ts';
 import { F, Mmio, Split, Status, featureSet } from '../spec-refs/virtio.ts';
@@ -134,6 +136,18 @@ describe('monitor: each driver rule fires on a hostile driver', () => {
     raw.w(Mmio.QUEUE_NUM, 4);
     raw.w(Mmio.INTERRUPT_ACK, 0x10);
     expect(statements(mon)).toEqual(['mmio.driver.1', 'mmio.driver.14', 'mmio.driver.15', 'mmio.driver.2', 'mmio.driver.20', 'mmio.driver.3', 'mmio.driver.4']);
+  });
+
+  it('config access beyond the config space a device type defines', () => {
+    const m = new Machine({ ram: [{ base: 0, size: 8 << 20 }] });
+    const dev = attachVirtioMmio(m, new VirtioBlkDevice({ backend: new RamDisk(1 << 20) }));
+    const mon = attachMonitor(m);
+    const raw = new RawMmio(m.platform, dev.base);
+    raw.probe();
+    raw.config32(92);
+    expect(statements(mon)).toEqual([]);
+    raw.config32(96);
+    expect(statements(mon)).toEqual(['mmio.driver.1']);
   });
 
   it('writes before reading MagicValue/Version', () => {

@@ -101,6 +101,8 @@ const REG_ACCESS: ReadonlyMap<number, 'R' | 'W' | 'RW'> = new Map<number, 'R' | 
   [Mmio.QUEUE_RESET, 'RW'],
   [Mmio.CONFIG_GENERATION, 'R'],
 ]);
+/** Bytes of device-specific config space each device type defines (blk: struct virtio_blk_config). */
+const CONFIG_SIZE: Record<number, number> = { [DeviceType.BLOCK]: 96 };
 const LEGACY_ONLY = new Set<number>([Mmio.GUEST_PAGE_SIZE, Mmio.QUEUE_ALIGN, Mmio.QUEUE_PFN]);
 const SHM_REGS = new Set<number>([Mmio.SHM_SEL, Mmio.SHM_LEN_LOW, Mmio.SHM_LEN_HIGH, Mmio.SHM_BASE_LOW, Mmio.SHM_BASE_HIGH]);
 
@@ -262,7 +264,7 @@ export class Monitor {
 
   /** Judge what can only be judged at the end (notifications owed by devices). */
   finish(): void {
-    for (const d of this.devs.values()) for (const r of d.rings.values()) this.judgeOwed(d, r, true);
+    for (const d of this.devs.values()) for (const r of d.rings.values()) if (!r.broken) this.guard(r, () => this.judgeOwed(d, r, true));
   }
 
   bySide(side: 'driver' | 'device'): Violation[] {
@@ -279,7 +281,7 @@ export class Monitor {
     const vs = this.of(opts.statements).filter((v) => !opts.side || v.side === opts.side);
     if (vs.length === 0) return;
     const first = vs[0]!;
-    throw new CheckFailure(`monitor: ${vs.length} violation(s); first: ${first.side} ${first.message}`, {
+    throw new CheckFailure(`monitor: ${vs.length} violation(s); first (${first.side} side): ${first.message}`, {
       statements: [...new Set(vs.map((v) => v.statement))],
       ...(first.expected !== undefined ? { expected: first.expected } : {}),
       ...(first.seen !== undefined ? { seen: first.seen } : {}),
@@ -366,12 +368,14 @@ export class Monitor {
   }
 
   private onConfig(d: DevState, a: BusAccess, off: number): void {
+    const limit = d.deviceId !== undefined ? CONFIG_SIZE[d.deviceId] : undefined;
+    if (limit !== undefined && off + a.size > limit) this.violate(d, 'mmio.driver.1', 'driver', `config ${a.kind} at offset ${off} beyond the ${limit} bytes the device type defines`, `< ${limit}`, `${off}+${a.size}`);
     // virtio-blk writeback (config offset 32) is meaningful only once FEATURES_OK is set
     if (a.kind === 'read' && d.deviceId === DeviceType.BLOCK && off <= 32 && off + a.size > 32 && !d.featuresOkWritten && d.version !== 1) {
       this.violate(d, 'blk.driver.4', 'driver', 'driver read the writeback config field before FEATURES_OK', 'FEATURES_OK first', statusNames(d.status));
     }
     if (a.size === 8 || off % a.size !== 0) this.violate(d, 'mmio.driver.5', 'driver', `config space ${a.kind} of ${a.size} bytes at offset ${off}`, 'aligned 1-, 2- or 4-byte accesses', `${a.size} bytes at +${off}`);
-    if (a.kind === 'write' && (d.status & Status.DRIVER) && !(d.status & Status.FEATURES_OK) && !d.featuresOkWritten) {
+    if (a.kind === 'write' && d.version !== 1 && (d.status & Status.DRIVER) && !(d.status & Status.FEATURES_OK) && !d.featuresOkWritten) {
       this.violate(d, 'status_init.driver.8', 'driver', 'driver wrote device config during feature negotiation', 'no config writes before FEATURES_OK', `write at +${off} with status ${statusNames(d.status)}`);
     }
   }
@@ -521,10 +525,12 @@ export class Monitor {
         const idx = v & 0xffff;
         if (!d.driverOk) this.violate(d, 'status_init.driver.12', 'driver', `notification for queue ${idx} before DRIVER_OK`, 'DRIVER_OK set', statusNames(d.status));
         const r = d.rings.get(idx);
-        if (r && this.ringsOn) {
-          this.scanUsed(d, r, 'driver');
-          this.syncAvail(d, r);
-          r.notifiedAvail = r.lastAvail;
+        if (r && this.ringsOn && !r.broken) {
+          this.guard(r, () => {
+            this.scanUsed(d, r, 'driver');
+            this.syncAvail(d, r);
+            r.notifiedAvail = r.lastAvail;
+          });
         }
         break;
       }
@@ -631,6 +637,15 @@ export class Monitor {
     }
   }
 
+  /** Ring monitoring must never break the run it watches: a ring it cannot read is dropped. */
+  private guard(r: RingState, fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      r.broken = true;
+    }
+  }
+
   private taken(vector: number): void {
     if (!this.active) return;
     for (const d of this.devs.values()) if (d.pd.vector === vector) d.irqsTaken = d.irqsTotal;
@@ -651,10 +666,12 @@ export class Monitor {
       if (!this.ringsOn) continue;
       for (const r of d.rings.values()) {
         if (r.broken) continue;
-        this.checkSnapshots(d, r, 'driver');
-        this.scanUsed(d, r, 'driver');
-        this.syncAvail(d, r);
-        this.judgeNotifyOwed(d, r);
+        this.guard(r, () => {
+          this.checkSnapshots(d, r, 'driver');
+          this.scanUsed(d, r, 'driver');
+          this.syncAvail(d, r);
+          this.judgeNotifyOwed(d, r);
+        });
       }
       d.irqsAtEnter = d.irqsTotal;
     }
@@ -666,9 +683,11 @@ export class Monitor {
     for (const d of this.devs.values()) {
       for (const r of d.rings.values()) {
         if (r.broken) continue;
-        this.checkSnapshots(d, r, 'device');
-        this.scanUsed(d, r, 'device');
-        this.judgeOwed(d, r, false);
+        this.guard(r, () => {
+          this.checkSnapshots(d, r, 'device');
+          this.scanUsed(d, r, 'device');
+          this.judgeOwed(d, r, false);
+        });
       }
     }
   }

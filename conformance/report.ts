@@ -106,7 +106,7 @@ export function consoleReport(report: RunReport, cat: Catalog, opts: { verbose?:
       const e = cat.byId(s);
       out.push(`  ${s}${e ? ` (${e.keyword}, ${e.location}): ${e.paraphrase}` : ' (not in the catalog yet)'}`);
     }
-    if (r.counterexample !== undefined) out.push(`  counterexample (shrunk): ${r.counterexample}`);
+    if (r.counterexample !== undefined) out.push(`  counterexample (shrunk): ${r.counterexample.length > 600 ? `${r.counterexample.slice(0, 600)}... (${r.counterexample.length} chars; full text in conformance.json)` : r.counterexample}`);
     out.push(`  seed ${r.seed ?? report.config.seed} (fast-check seed ${r.fcSeed ?? '-'}${r.path ? `, path ${r.path}` : ''})`);
     if (r.replay) out.push(`  replay: ${r.replay}`);
     out.push('');

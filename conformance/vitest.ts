@@ -22,6 +22,8 @@ export interface CheckTestOptions {
   /** Only checks of this area (the first statement's area) / whose id starts with this prefix. */
   area?: string;
   prefix?: string;
+  /** Only checks whose area is not one of these (a catch-all test file). */
+  notAreas?: readonly string[];
   /** Or an explicit list. */
   checks?: readonly Check[];
   target?: string;
@@ -37,12 +39,12 @@ export interface CheckTestOptions {
 export function checkTests(opts: CheckTestOptions = {}): void {
   const target = getTarget(opts.target ?? 'sim');
   if (!target) throw new Error(`no conformance target ${opts.target}`);
-  const list = (opts.checks ?? registeredChecks()).filter((c) => (!opts.area || c.area === opts.area) && (!opts.prefix || c.id.startsWith(opts.prefix)));
-  const device = opts.device ?? target.devices[0] ?? 'blk';
+  const list = (opts.checks ?? registeredChecks()).filter((c) => (!opts.area || c.area === opts.area) && (!opts.prefix || c.id.startsWith(opts.prefix)) && (!opts.notAreas || !opts.notAreas.includes(c.area)));
+  const device = opts.device ?? target.defaultDevices?.[0] ?? target.devices[0] ?? 'blk';
   const transport = opts.transport ?? target.transports[0] ?? 'mmio';
   const ring = opts.ring ?? 'split';
   const runs = opts.runs ?? Number(process.env['PVKIT_RUNS'] ?? 20);
-  describe(`conformance ${opts.area ?? opts.prefix ?? 'checks'} [${target.name} ${device}/${transport}/${ring}]`, () => {
+  describe(`conformance ${opts.area ?? opts.prefix ?? (opts.notAreas ? 'other areas' : 'checks')} [${target.name} ${device}/${transport}/${ring}]`, () => {
     if (list.length === 0) it.skip('no checks registered', () => {});
     for (const c of list) {
       it(`${c.id}: ${c.title}`, async (tc) => {

@@ -5,3 +5,6 @@
 import './status.ts';
 import './features.ts';
 import './mmio.ts';
+import './split.ts';
+import './blk.ts';
+import './config.ts';

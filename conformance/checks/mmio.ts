@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { Machine } from '../../device-models/machine/machine.ts';
 import type { RegisterHandler } from '../../device-models/machine/bus.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
-import { F, Mmio, Status, bit } from '../../spec-refs/virtio.ts';
+import { F, Mmio, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { attachMonitor } from '../monitor.ts';
 import { RawSplitRing } from '../hostile.ts';
@@ -49,7 +49,7 @@ defineCheck({
   statements: ['mmio.device.3', 'mmio.device.4'],
   side: 'device',
   kind: 'property',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     // a sequence of: complete a request (used event), ack bit 0, ack bit 1, read only
     checkProperty(ctx, ['mmio.device.3'], [fc.array(fc.constantFrom('use', 'ack-used', 'ack-config', 'read', 'config'), { minLength: 1, maxLength: 12 })], (ops) => {
@@ -115,10 +115,10 @@ defineCheck({
 defineCheck({
   id: 'mmio.device.queue-reset',
   title: 'with VIRTIO_F_RING_RESET: QueueReset reads 0 after reset and after enabling, resets the queue, and ends with QueueReset and QueueReady 0',
-  statements: ['mmio.device.8', 'mmio.device.9', 'mmio.device.10', 'mmio.device.11', 'mmio.device.12'],
+  statements: ['mmio.device.8', 'mmio.device.9', 'mmio.device.10', 'mmio.device.11', 'mmio.device.12', 'vq_reset.device.1', 'vq_reset.device.2', 'vq_reset.device.3'],
   side: 'device',
   kind: 'example',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     const { dut, r, ring, deviceId, accepted } = live(ctx, { extraFeatures: bit(F.RING_RESET) }, bit(F.VERSION_1) | bit(F.RING_RESET) | 0xffffn);
     if (!(accepted & bit(F.RING_RESET))) throw new CheckSkip('device does not offer VIRTIO_F_RING_RESET');
@@ -129,6 +129,7 @@ defineCheck({
     ring.publish(0);
     r.notify(0);
     ring.run(() => ring.usedIdx() === 1);
+    r.ack();
     r.w(Mmio.QUEUE_SEL, 0);
     r.w(Mmio.QUEUE_RESET, 1);
     let v = r.r(Mmio.QUEUE_RESET);
@@ -142,7 +143,19 @@ defineCheck({
     ring.publish(0);
     r.notify(0);
     dut.platform.spin(500_000);
-    expectEqual(ring.usedIdx(), 1, ['mmio.device.10'], 'a reset queue still used buffers');
+    expectEqual(ring.usedIdx(), 1, ['mmio.device.10', 'vq_reset.device.1'], 'a reset queue still used buffers');
+    expectEqual(r.r(Mmio.INTERRUPT_STATUS) & Mmio.INT_VRING, 0, ['vq_reset.device.1'], 'used-buffer notification for a reset queue');
+    // re-enable with a fresh ring of another size: the device starts from the initial state and the new size
+    const ring2 = new RawSplitRing(dut.platform, 8);
+    r.setupQueue(0, 8, ring2.desc, ring2.avail, ring2.used);
+    const req2 = validRequest(dut.platform, deviceId);
+    ring2.chain(5, req2.segs.map((x) => x));
+    ring2.publish(5);
+    r.notify(0);
+    expectThat(ring2.run(() => ring2.usedIdx() === 1), ['vq_reset.device.2', 'vq_reset.device.3'], 're-enabled queue did not process a request from index 0 of its new ring');
+    const u = ring2.takeUsed()[0]!;
+    expectEqual(u.id, 5, ['vq_reset.device.2'], 'used id in the re-enabled queue');
+    expectThat(!req2.verify(u.len), ['vq_reset.device.3'], 'request on the re-enabled queue completed wrongly');
     r.reset();
     r.probe();
     r.w(Mmio.QUEUE_SEL, 0);
@@ -164,10 +177,6 @@ defineCheck({
     const mon = monitor(dut);
     const s = startRef(ctx, dut);
     s.io(6, ctx.seed);
-    if (s.blk) {
-      // config space traffic of every width the driver uses
-      void s.blk.info.capacity;
-    }
     s.shutdown();
     mon.detach();
     mon.assertClean({ side: 'driver' });
@@ -246,6 +255,57 @@ defineCheck({
         }
       }
       mon.assertClean({ side: 'driver', statements: ['mmio.driver.24', 'mmio.driver.25', 'mmio.driver.27'] });
+    });
+  },
+});
+
+defineCheck({
+  id: 'mmio.driver.queue-stop',
+  title: 'stopping or resetting a queue, the driver writes the register and waits until the device reads back 0',
+  statements: ['mmio.driver.16', 'mmio.driver.17', 'mmio.driver.21', 'vq_reset.driver.1'],
+  side: 'driver',
+  kind: 'property',
+  applies: { transports: ['mmio'] },
+  run(ctx) {
+    checkProperty(ctx, ['mmio.driver.17'], [fc.integer({ min: 0, max: 5 })], (slow) => {
+      const dut = ctx.newDevice({ extraFeatures: bit(F.RING_RESET) });
+      const sim = simInternals(dut);
+      // a device that takes `slow` reads to finish stopping or resetting a queue
+      const t = sim.transport as unknown as RegisterHandler;
+      const read = t.read.bind(t);
+      const write = t.write.bind(t);
+      let pendingReady = 0;
+      let pendingReset = 0;
+      t.write = (off, size, v) => {
+        if (off === Mmio.QUEUE_READY && v === 0) pendingReady = slow;
+        if (off === Mmio.QUEUE_RESET && v === 1) pendingReset = slow;
+        write(off, size, v);
+      };
+      t.read = (off, size) => {
+        if (off === Mmio.QUEUE_READY && pendingReady > 0) return pendingReady--, 1;
+        if (off === Mmio.QUEUE_RESET && pendingReset > 0) return pendingReset--, 1;
+        return read(off, size);
+      };
+      const base = (dut.location as { base: number }).base;
+      const log: { off: number; kind: string; v: number }[] = [];
+      sim.machine.bus.addListener((a) => {
+        if (a.addr === base + Mmio.QUEUE_READY || a.addr === base + Mmio.QUEUE_RESET) log.push({ off: a.addr - base, kind: a.kind, v: a.value });
+      });
+      const s = startRef(ctx, dut, { extraRing: bit(F.RING_RESET) });
+      const tr = s.dev.transport as unknown as { disableQueue(i: number): void; resetQueue?(i: number): void };
+      log.length = 0;
+      tr.disableQueue(0);
+      const wroteZero = log.some((e) => e.off === Mmio.QUEUE_READY && e.kind === 'write' && e.v === 0);
+      expectThat(wroteZero, ['mmio.driver.16'], 'driver stopped a queue without writing 0 to QueueReady');
+      const lastReady = log.filter((e) => e.off === Mmio.QUEUE_READY && e.kind === 'read').pop();
+      expectThat(lastReady !== undefined && lastReady.v === 0, ['mmio.driver.17'], 'driver treated the queue as stopped before QueueReady read back 0', 'a final read of 0', lastReady ? String(lastReady.v) : 'no read');
+      if (hasFeature(s.dev.features, F.RING_RESET) && tr.resetQueue) {
+        log.length = 0;
+        tr.resetQueue(0);
+        const lastReset = log.filter((e) => e.off === Mmio.QUEUE_RESET && e.kind === 'read').pop();
+        expectThat(lastReset !== undefined && lastReset.v === 0, ['mmio.driver.21', 'vq_reset.driver.1'], 'driver treated the queue reset as complete before QueueReset read back 0', 'a final read of 0', lastReset ? String(lastReset.v) : 'no read');
+      } else ctx.note('RING_RESET not negotiated: queue reset not exercised');
+      s.shutdown();
     });
   },
 });

@@ -20,7 +20,7 @@ defineCheck({
   statements: ['status_init.device.4', 'mmio.device.5'],
   side: 'device',
   kind: 'property',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     checkProperty(ctx, ['status_init.device.4', 'mmio.device.5'], [fc.integer({ min: 0, max: 5 })], (stage) => {
       const dut = ctx.newDevice();
@@ -68,7 +68,7 @@ defineCheck({
   statements: ['status_init.device.1', 'mmio.device.7'],
   side: 'device',
   kind: 'example',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     const dut = ctx.newDevice();
     const r = raw(dut);
@@ -110,7 +110,7 @@ defineCheck({
   statements: ['status_init.device.5'],
   side: 'device',
   kind: 'property',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     checkProperty(ctx, ['status_init.device.5'], [fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 200_000 })], (inflight, resetAfterNs) => {
       const dut = ctx.newDevice({ params: { latencyNs: 100_000, completionDelayNs: 100_000 } });
@@ -151,7 +151,7 @@ defineCheck({
   statements: ['status_init.device.3', 'status_init.device.2'],
   side: 'device',
   kind: 'example',
-  applies: { transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     const dut = ctx.newDevice();
     const r = raw(dut);
@@ -200,7 +200,7 @@ defineCheck({
   statements: ['status_init.device.8', 'status_init.device.9', 'status_init.device.10', 'status_init.device.11', 'status_init.device.12'],
   side: 'device',
   kind: 'example',
-  applies: { transports: ['mmio'], features: [F.SUSPEND] },
+  applies: { rings: ['split'], transports: ['mmio'], features: [F.SUSPEND] },
   run(ctx) {
     const dut = ctx.newDevice({ extraFeatures: bit(F.SUSPEND) });
     const r = raw(dut);

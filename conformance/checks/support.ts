@@ -7,7 +7,7 @@ import { Machine } from '../../device-models/machine/machine.ts';
 import { discoverMmio, type MmioTransport } from '../../drivers/transport/mmio.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from '../../drivers/blk/driver.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../device-models/blk/config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
 import type { VirtioMmioDevice } from '../../device-models/virtio/mmio.ts';
 import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';
@@ -78,11 +78,11 @@ export interface RefSession {
   shutdown(): void;
 }
 
-export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { without?: bigint; queueSize?: number } = {}): RefSession {
+export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { without?: bigint; queueSize?: number; extraRing?: bigint } = {}): RefSession {
   const t = transportOf(dut);
   const p = dut.platform;
   if (t.deviceType === DeviceType.BLOCK) {
-    const o: BlkDriverOptions = { ...(opts.without !== undefined ? { withoutFeatures: opts.without } : {}), ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}), ...(ctx.ring === 'split' ? { ringFeatures: featureSet(F.INDIRECT_DESC, F.EVENT_IDX) } : {}) };
+    const o: BlkDriverOptions = { ...(opts.without !== undefined ? { withoutFeatures: opts.without } : {}), ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}), ringFeatures: (ctx.ring === 'split' ? featureSet(F.INDIRECT_DESC, F.EVENT_IDX) : featureSet(F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED)) | (opts.extraRing ?? 0n) };
     const blk = VirtioBlkDriver.probe(p, t, o);
     return {
       dev: blk.dev,
@@ -109,7 +109,7 @@ export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { witho
       shutdown: () => blk.shutdown(),
     };
   }
-  const dev = VirtioDriverDevice.init(p, t, { features: (RING & ~(opts.without ?? 0n)) & (ctx.ring === 'split' ? ~featureSet(F.RING_PACKED) : -1n), queues: 1, ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}) });
+  const dev = VirtioDriverDevice.init(p, t, { features: ((RING | (opts.extraRing ?? 0n)) & ~(opts.without ?? 0n)) & (ctx.ring === 'split' ? ~featureSet(F.RING_PACKED) : -1n), queues: 1, ...(opts.queueSize !== undefined ? { queueSize: opts.queueSize } : {}) });
   return {
     dev,
     io(n, seed) {

@@ -9,7 +9,7 @@ import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { VirtioBlkDevice, type VirtioBlkOptions } from './device.ts';
 import { FileDisk, RamDisk, type BlkBackend } from './backend.ts';
-import { BlkConfig } from './config.ts';
+import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 import { Bump, ListContext, dwzSegments, header, makeChain } from './test-support.ts';
 import type { Segment } from '../virtio/model.ts';
 

@@ -20,7 +20,7 @@ import type { Chain, DeviceContext, Segment, VirtioDeviceModel } from '../virtio
 import type { GuestMemory } from '../machine/memory.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from './config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import { SECTOR, type BlkBackend } from './backend.ts';
 
 export interface BlkLimits {
@@ -410,7 +410,11 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
       // a backend failure (fs error) or an unexpected guest-memory fault
       status = S_IOERR;
     }
-    return this.finish(chain, wlen, status);
+    try {
+      return this.finish(chain, wlen, status);
+    } catch {
+      return 0; // the status could not be written: report nothing written
+    }
   }
 
   private finish(chain: Chain, wlen: number, status: number): number {

@@ -38,6 +38,13 @@ export interface GuestMemoryAccess {
   fill(gpa: number, len: number, value: number): void;
   /** True when [gpa, gpa+len) lies entirely in RAM (it may span adjacent regions only if contiguous). */
   isRam(gpa: number, len: number): boolean;
+  /**
+   * Optional fast path for targets whose guest memory is local (the simulated machine): a
+   * DataView over the RAM region holding [gpa, gpa+len) and gpa's offset in it, or undefined
+   * (the range is not in one region, or the target has no such view: use the accessors).
+   * A driver may cache it for memory it allocated, e.g. its ring areas.
+   */
+  mapView?(gpa: number, len: number): { readonly view: DataView; readonly offset: number } | undefined;
 }
 
 const TWO32 = 0x1_0000_0000;
@@ -158,6 +165,11 @@ export class GuestMemory implements GuestMemoryAccess {
     const r = this.region(gpa, len);
     r.bytes.fill(value, gpa - r.base, gpa - r.base + len);
   }
+  mapView(gpa: number, len: number): { readonly view: DataView; readonly offset: number } | undefined {
+    const r = this.regionOf(gpa, len);
+    return r ? { view: r.view, offset: gpa - r.base } : undefined;
+  }
+
   /** A view (no copy) of [gpa, gpa+len); it must lie in one region. For device-model fast paths. */
   subarray(gpa: number, len: number): Uint8Array {
     const r = this.region(gpa, len);

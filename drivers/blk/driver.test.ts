@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { simBlk, type SimBlkOptions } from '../../device-models/blk/harness.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
-import { BlkConfig } from '../../device-models/blk/config.ts';
-import type { VirtioBlkDevice } from '../../device-models/blk/device.ts';
+import { BlkConfig } from '../../spec-refs/blk-layout.ts';
+import { VirtioBlkDevice } from '../../device-models/blk/device.ts';
 import type { Chain, DeviceContext, VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { discoverMmio } from '../transport/mmio.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from './driver.ts';
 import { Blk, BlkF, F, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
+import { DeviceMisbehaviourError, DeviceNeedsResetError, DriverMisbehaviourError, NegotiationError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 
 const KiB = 1024;
 
@@ -138,11 +138,38 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
     expect(blk.wait(blk.submit({ type: Blk.T_IN, sector: 3000, data: [{ addr: buf, len: 512 }] })).status).toBe(Blk.S_OK);
   });
 
+  it('drives two devices on one machine side by side, each taking only its own interrupts', () => {
+    const m = new Machine();
+    const disks = [new RamDisk(256 * KiB), new RamDisk(512 * KiB)];
+    const devs = disks.map((backend, i) => new VirtioBlkDevice({ backend, id: `disk${i}`, reorder: i === 1 }));
+    for (const d of devs) attachVirtioMmio(m, d, { notifyLatencyNs: 700 });
+    const ts = discoverMmio(m.platform).transports;
+    expect(ts).toHaveLength(2);
+    const drivers = ts.map((t) => VirtioBlkDriver.probe(m.platform, t));
+    expect(drivers.map((d) => d.getId())).toEqual(['disk0', 'disk1']);
+    const bufs = [m.dma.alloc(64 * 512), m.dma.alloc(64 * 512)];
+    for (let i = 0; i < 64; i++) {
+      for (let k = 0; k < 2; k++) {
+        m.mem.fill(bufs[k]! + i * 512, 512, (i + k * 100) & 0xff);
+        drivers[k]!.submit({ type: Blk.T_OUT, sector: i, data: [{ addr: bufs[k]! + i * 512, len: 512 }] }, (st) => expect(st).toBe(Blk.S_OK));
+      }
+      if (i % 16 === 15) drivers[i % 2]!.waitAll();
+    }
+    drivers[0]!.waitAll();
+    drivers[1]!.waitAll();
+    for (let k = 0; k < 2; k++) for (let i = 0; i < 64; i++) expect(disks[k]!.contents[i * 512 + 3]).toBe((i + k * 100) & 0xff);
+  });
+
   it('switches the cache mode with CONFIG_WCE', () => {
     const { blk, device } = boot();
     blk.setWriteback(false);
     expect(blk.info.cache).toBe('writethrough');
     expect(device.writeback).toBe(0);
+    // blk.driver.23: earlier volatile writes are flushed when leaving writeback mode
+    expect(device.stats.flushes).toBe(1);
+    blk.setWriteback(true);
+    expect(blk.info.cache).toBe('writeback');
+    expect(device.stats.flushes).toBe(1);
   });
 
   it('reports IOERR and UNSUPP from the device as request failures', () => {
@@ -161,7 +188,7 @@ describe('VirtioBlkDriver over virtio-mmio and the split ring', () => {
 class LyingModel implements VirtioDeviceModel {
   ctx: DeviceContext | undefined;
   unstableNow = false;
-  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean; unstable?: boolean }) {}
+  constructor(readonly inner: VirtioBlkDevice, readonly lie: { config?: Record<number, number>; status?: number; shortLen?: boolean; silent?: boolean; unstable?: boolean; refuse?: boolean; noQueue?: boolean; giveUp?: boolean }) {}
   get deviceType() {
     return this.inner.deviceType;
   }
@@ -172,7 +199,7 @@ class LyingModel implements VirtioDeviceModel {
     return this.inner.numQueues;
   }
   queueMaxSize(i: number) {
-    return this.inner.queueMaxSize(i);
+    return this.lie.noQueue ? 0 : this.inner.queueMaxSize(i);
   }
   get offeredFeatures() {
     return this.inner.offeredFeatures;
@@ -189,7 +216,7 @@ class LyingModel implements VirtioDeviceModel {
     this.inner.writeConfig(offset, size, value);
   }
   acceptFeatures(f: bigint) {
-    return this.inner.acceptFeatures(f);
+    return !this.lie.refuse && this.inner.acceptFeatures(f);
   }
   activate(ctx: DeviceContext) {
     this.ctx = ctx;
@@ -200,6 +227,10 @@ class LyingModel implements VirtioDeviceModel {
   }
   queueNotify(index: number) {
     if (this.lie.silent) return;
+    if (this.lie.giveUp) {
+      this.ctx!.needsReset(new DriverMisbehaviourError('test.give_up', 'the device gives up'));
+      return;
+    }
     const q = this.ctx!.queue(index);
     let c: Chain | null;
     while ((c = q.pop()) !== null) {
@@ -277,6 +308,21 @@ describe('VirtioBlkDriver against a hostile device', () => {
     expect(blk.error).toBeInstanceOf(DeviceMisbehaviourError);
     expect(blk.error!.message).toMatch(/generation/);
     expect(() => blk.submit({ type: Blk.T_IN, sector: 0, data: [{ addr: buf, len: 512 }] })).toThrow(DeviceMisbehaviourError);
+  });
+
+  it('fails the probe, marking the device FAILED, when FEATURES_OK is refused or queue 0 is missing', () => {
+    for (const lie of [{ refuse: true }, { noQueue: true }]) {
+      const { m, t } = bootLiar(lie);
+      expect(() => VirtioBlkDriver.probe(m.platform, t)).toThrow(lie.refuse ? NegotiationError : DeviceMisbehaviourError);
+      expect(t.getStatus() & Status.FAILED).toBe(Status.FAILED);
+    }
+  });
+
+  it('reports DEVICE_NEEDS_RESET from the next wait and refuses further requests', () => {
+    const { m, t } = bootLiar({ giveUp: true });
+    const blk = VirtioBlkDriver.probe(m.platform, t);
+    expect(() => blk.read(0, new Uint8Array(512))).toThrow(DeviceNeedsResetError);
+    expect(() => blk.submit({ type: Blk.T_FLUSH })).toThrow(DeviceNeedsResetError);
   });
 
   it('gives up on a device that never answers, within its timeout', () => {

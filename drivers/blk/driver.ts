@@ -4,7 +4,7 @@
  * It runs over any VirtioTransport (virtio-mmio, virtio-pci, legacy or modern) and either ring
  * layout, on any GuestPlatform. The API is synchronous, like the rest of pvkit:
  *
- *   const blk = VirtioBlkDriver.probe(platform, transport, { createQueue });
+ *   const blk = VirtioBlkDriver.probe(platform, transport);
  *   const h = blk.submit({ type: Blk.T_IN, sector: 8, data: [{ addr, len: 4096 }] });
  *   blk.waitAll();                        // or blk.wait(h), or blk.poll()
  *   const r = blk.result(h);              // { status, len, error? }
@@ -22,7 +22,7 @@ import type { VirtioTransport } from '../transport/transport.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { DeviceMisbehaviourError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
 import { VirtioDriverDevice, type DeviceInitOptions } from '../core/device.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../device-models/blk/config.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 
 const SECTOR = 512;
 const TWO32 = 0x1_0000_0000;
@@ -687,12 +687,17 @@ export class VirtioBlkDriver {
     }
   }
 
-  /** Switch the cache mode (CONFIG_WCE negotiated): 1 writeback, 0 writethrough. */
+  /**
+   * Switch the cache mode (CONFIG_WCE negotiated, blk.driver.22): writeback or writethrough.
+   * Writes completed while the cache was writeback are not stable just because the mode changed
+   * (blk.driver.23): switching to writethrough flushes them.
+   */
   setWriteback(on: boolean): void {
     if (!this.info.configWce) throw new UsageError('usage.blk.wce', 'VIRTIO_BLK_F_CONFIG_WCE not negotiated');
     this.transport.writeConfig(BlkConfig.WRITEBACK, 1, on ? 1 : 0);
-    const wb = this.transport.readConfig(BlkConfig.WRITEBACK, 1);
+    const wb = this.dev.config8(BlkConfig.WRITEBACK);
     this.info.cache = wb === 0 ? 'writethrough' : 'writeback';
+    if (!on && this.info.flush) this.run(Blk.T_FLUSH, 0, 0, 0);
   }
 
   /** Reset the device and release the queues' memory. */

@@ -73,6 +73,13 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   private _inFlight = 0;
   private interruptsOn = true;
   private broken: DeviceMisbehaviourError | undefined;
+  /** Direct views of the descriptor table and the available ring, where the platform offers them (mapView). */
+  private readonly dView: DataView | undefined;
+  private readonly dViewOff: number;
+  private readonly aView: DataView | undefined;
+  private readonly aViewOff: number;
+  private readonly uView: DataView | undefined;
+  private readonly uViewOff: number;
   private destroyed = false;
 
   constructor(mem: GuestMemoryAccess, dma: DmaAllocator, opts: SplitVirtqueueOptions) {
@@ -111,6 +118,15 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     }
     // DMA memory arrives zeroed: avail flags/idx 0, used flags 0 (split.driver.19).
     this.addresses = { size, desc: this.desc, driver: this.avail, device: this.used };
+    const dm = mem.mapView?.(this.desc, descBytes);
+    const am = mem.mapView?.(this.avail, availBytes);
+    this.dView = dm?.view;
+    this.dViewOff = dm ? dm.offset - this.desc : 0;
+    this.aView = am?.view;
+    this.aViewOff = am ? am.offset - this.avail : 0;
+    const um = mem.mapView?.(this.used, usedBytes);
+    this.uView = um?.view;
+    this.uViewOff = um ? um.offset - this.used : 0;
     this.next = new Uint16Array(size);
     for (let i = 0; i < size - 1; i++) this.next[i] = i + 1;
     this.state = new Uint8Array(size);
@@ -195,9 +211,18 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
         const nx = this.next[d]!;
         if (k + 1 < n) flags |= Split.DESC_F_NEXT;
         if (!isOut) writable += b.len;
-        mem.write64(o, b.addr);
-        mem.write32(o + 8, b.len);
-        mem.write32(o + 12, flags | ((k + 1 < n ? nx : 0) << 16)); // flags, next
+        const dv = this.dView;
+        if (dv) {
+          const vo = o + this.dViewOff;
+          dv.setUint32(vo, b.addr % TWO32, true);
+          dv.setUint32(vo + 4, Math.floor(b.addr / TWO32), true);
+          dv.setUint32(vo + 8, b.len, true);
+          dv.setUint32(vo + 12, flags | ((k + 1 < n ? nx : 0) << 16), true); // flags, next
+        } else {
+          mem.write64(o, b.addr);
+          mem.write32(o + 8, b.len);
+          mem.write32(o + 12, flags | ((k + 1 < n ? nx : 0) << 16)); // flags, next
+        }
         this.state[d] = k === 0 ? D.HEAD : D.BODY;
         if (k + 1 < n) d = nx;
         else this.freeHead = nx;
@@ -209,7 +234,9 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.tokens[head] = token;
     this._inFlight++;
     // the entry goes in first; idx is published by kick() (split.driver.26)
-    mem.write16(this.avail + 4 + 2 * (this.availShadow & this.mask), head);
+    const ring = this.avail + 4 + 2 * (this.availShadow & this.mask);
+    if (this.aView) this.aView.setUint16(ring + this.aViewOff, head, true);
+    else mem.write16(ring, head);
     this.availShadow = (this.availShadow + 1) & 0xffff;
     return true;
   }
@@ -254,7 +281,8 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   getUsed(): UsedBuffer<T> | null {
     this.check();
     const mem = this.mem;
-    const idx = mem.read16(this.used + 2);
+    const uv = this.uView;
+    const idx = uv ? uv.getUint16(this.used + 2 + this.uViewOff, true) : mem.read16(this.used + 2);
     const last = this.lastUsed;
     if (idx === last) return null;
     const pending = (idx - last) & 0xffff;
@@ -263,8 +291,8 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
       this.fail('split.used_idx', 'used idx moved further than the buffers in flight (or backwards)', `at most ${published} past ${last}`, String(idx));
     }
     const slot = this.used + 4 + 8 * (last & this.mask);
-    const id = mem.read32(slot);
-    const len = mem.read32(slot + 4);
+    const id = uv ? uv.getUint32(slot + this.uViewOff, true) : mem.read32(slot);
+    const len = uv ? uv.getUint32(slot + 4 + this.uViewOff, true) : mem.read32(slot + 4);
     if (id >= this.size) this.fail('split.used_id_range', 'used id out of range', `< ${this.size}`, String(id));
     const st = this.state[id]!;
     if (st !== D.HEAD) {
@@ -280,7 +308,12 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.lastUsed = (last + 1) & 0xffff;
     // split.driver.15: with EVENT_IDX, ask to be interrupted for the next used element (or, with
     // interrupts off, keep used_event half the index space away, where the device will not reach it)
-    if (this.eventIdx) mem.write16(this.avail + 4 + 2 * this.size, this.interruptsOn ? this.lastUsed : (this.lastUsed + 0x8000) & 0xffff);
+    if (this.eventIdx) {
+      const ue = this.avail + 4 + 2 * this.size;
+      const v = this.interruptsOn ? this.lastUsed : (this.lastUsed + 0x8000) & 0xffff;
+      if (this.aView) this.aView.setUint16(ue + this.aViewOff, v, true);
+      else mem.write16(ue, v);
+    }
     return { token, len };
   }
 

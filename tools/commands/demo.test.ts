@@ -1,6 +1,9 @@
 import { describe, expect, it, vi } from 'vitest';
 import { runDemo } from './demo.ts';
-import { RamDisk } from '../../device-models/blk/backend.ts';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { FileDisk, RamDisk } from '../../device-models/blk/backend.ts';
 import { main } from '../cli.ts';
 
 describe('pvkit demo', () => {
@@ -16,6 +19,22 @@ describe('pvkit demo', () => {
     expect(s.exits.HLT).toBeGreaterThan(0);
     expect(s.exitsTotal).toBe(Object.values(s.exits).reduce((a, b) => a + b, 0));
     expect(s.cost.cycles).toBe(Object.values(s.cost.byKind).reduce((a, b) => a + b.cycles, 0));
+  });
+
+  it('runs on a raw image file and leaves the data in it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-demo-'));
+    const file = path.join(dir, 'disk.img');
+    try {
+      const disk = new FileDisk(file, { size: 16 << 20 });
+      const s = runDemo(disk);
+      disk.close();
+      expect(s.io.verified).toBe(true);
+      const raw = fs.readFileSync(file);
+      expect(raw.length).toBe(16 << 20);
+      for (let i = 0; i < 4096; i++) expect(raw[i]).toBe((i * 31 + (i >>> 9)) & 0xff);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports a verification failure when the disk returns wrong data', () => {

@@ -1,7 +1,16 @@
 import type { Argv, CommandModule } from 'yargs';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { catalog, repoRoot } from '../../spec-refs/catalog.ts';
-import { coverage, scanSources, statementInfo, type AreaCoverage } from '../spec-scan.ts';
+import type { AreaCoverage } from '../spec-scan.ts';
+
+/** ts-morph is heavy: load the scanner only when a spec command runs. */
+const scanner = async () => {
+  const m = await import('../spec-scan.ts');
+  // one scan per process: the sources do not change under a running command
+  const scanSources = (root: string) => (scanCache ??= m.scanSources(root));
+  return { ...m, scanSources };
+};
+let scanCache: import('../spec-scan.ts').ScanResult | undefined;
 
 function pct(n: number, d: number): string {
   return d === 0 ? '-' : `${Math.round((100 * n) / d)}%`;
@@ -13,7 +22,8 @@ function row(name: string, a: AreaCoverage): string {
 }
 
 /** `pvkit spec coverage`: exit 1 when sources cite unknown ids or a check's statements are not a literal array. */
-export function specCoverage(json: boolean): number {
+export async function specCoverage(json: boolean): Promise<number> {
+  const { coverage, scanSources } = await scanner();
   const cat = catalog();
   const cov = coverage(cat, scanSources(repoRoot()));
   if (json) {
@@ -34,7 +44,8 @@ export function specCoverage(json: boolean): number {
   return bad ? 1 : 0;
 }
 
-export function specList(json: boolean, area?: string, status?: string): number {
+export async function specList(json: boolean, area?: string, status?: string): Promise<number> {
+  const { scanSources, statementInfo } = await scanner();
   const cat = catalog();
   if (area !== undefined && !cat.areas().includes(area)) throw new UsageError('usage.spec', `unknown area ${JSON.stringify(area)} (areas: ${cat.areas().join(', ')})`);
   if (status !== undefined && !['checked', 'notApplicable', 'open'].includes(status)) throw new UsageError('usage.spec', `--status must be checked, notApplicable or open`);
@@ -47,7 +58,8 @@ export function specList(json: boolean, area?: string, status?: string): number 
   return 0;
 }
 
-export function specShow(id: string): number {
+export async function specShow(id: string): Promise<number> {
+  const { scanSources, statementInfo } = await scanner();
   const cat = catalog();
   const e = cat.byId(id);
   if (!e) throw new UsageError('usage.spec', `no statement ${JSON.stringify(id)} in the catalog (pvkit spec list shows them)`);
@@ -71,24 +83,24 @@ export const specCommand: CommandModule<object, object> = {
         command: 'coverage',
         describe: 'statements per area: checked / not applicable / open (exit 1 on unknown ids)',
         builder: (yy: Argv) => yy.option('json', { type: 'boolean', default: false }),
-        handler: (a: { json: boolean }) => {
-          process.exitCode = specCoverage(a.json);
+        handler: async (a: { json: boolean }) => {
+          process.exitCode = await specCoverage(a.json);
         },
       })
       .command({
         command: 'list',
         describe: 'every statement with its location, status and citing checks',
         builder: (yy: Argv) => yy.option('json', { type: 'boolean', default: false }).option('area', { type: 'string' }).option('status', { type: 'string', describe: 'checked, notApplicable or open' }),
-        handler: (a: { json: boolean; area?: string; status?: string }) => {
-          process.exitCode = specList(a.json, a.area, a.status);
+        handler: async (a: { json: boolean; area?: string; status?: string }) => {
+          process.exitCode = await specList(a.json, a.area, a.status);
         },
       })
       .command({
         command: 'show <id>',
         describe: 'one statement: paraphrase, location, citing checks',
         builder: (yy: Argv) => yy.positional('id', { type: 'string', demandOption: true }),
-        handler: (a: { id: string }) => {
-          process.exitCode = specShow(a.id);
+        handler: async (a: { id: string }) => {
+          process.exitCode = await specShow(a.id);
         },
       })
       .demandCommand(1, 'name a spec subcommand: coverage, list or show') as never,

@@ -1,7 +1,7 @@
 /**
- * struct virtio_blk_config: offsets and sizes (device-types/blk/description.tex, "Device
- * configuration layout"; ../shared/spec/struct-layouts.tsv). Shared by the device model and the
- * driver. All fields little-endian; 96 bytes in all.
+ * virtio-blk structures (device-types/blk/description.tex): struct virtio_blk_config (offsets and
+ * sizes as in ../shared/spec/struct-layouts.tsv; little-endian; 96 bytes), the request header and
+ * the discard / write-zeroes segment. Shared by the device model and the driver.
  */
 export const BlkConfig = {
   CAPACITY: 0, // le64, 512-byte sectors
