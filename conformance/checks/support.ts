@@ -148,7 +148,7 @@ export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { witho
  * virtio-net under the reference driver. The I/O workload loops the NIC's wire back to itself
  * (white-box: the model's backend), so every frame sent comes back through the receive queue.
  */
-function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: MmioTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
+function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: MmioTransport | PciTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
   const nic = dut.internals?.['model'];
   if (!(nic instanceof VirtioNetDevice)) throw new CheckSkip('virtio-net I/O needs the simulated device (its wire is looped back)');
   nic.connect({ send: (wf) => nic.receive(wf) });

@@ -159,6 +159,17 @@ function exitedPid(pid: number): boolean {
  * newDevice. Throws QemuNotFoundError (no binary) or QemuStartError (with QEMU's own output).
  */
 export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuSession {
+  // a UDP port picked for a looped-back NIC may be taken by someone else meanwhile: try others
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return launchOnce(cfg, opts);
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof QemuStartError) || !/Address already in use/.test(e.message)) throw e;
+    }
+  }
+}
+
+function launchOnce(cfg: QemuConfig, opts: LaunchOptions): QemuSession {
   const qemu = findQemu(opts.qemu);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-qemu-'));
   const cleanupDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
