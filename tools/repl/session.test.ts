@@ -121,6 +121,10 @@ describe('REPL session', () => {
     const t = JSON.parse(readFileSync(f, 'utf8'));
     expect(validateTrace(t)).toEqual([]);
     expect(t.traceEvents.some((e: { cat?: string }) => e.cat === 'irq')).toBe(true);
+    // the ring filling and draining, as a counter track
+    const inFlight = t.traceEvents.filter((e: { ph: string; name: string }) => e.ph === 'C' && e.name === 'queue 0 descriptors').map((e: { args: Record<string, number> }) => e.args['in flight']);
+    expect(inFlight).toContain(3);
+    expect(inFlight.at(-1)).toBe(0);
   });
 
   it.each([

@@ -160,6 +160,7 @@ export class Session {
   private shownDeviceErrors = 0;
   private reqs = 0;
   private readonly traceSession: TraceSession | undefined;
+  private tracePid = 1;
 
   constructor(opts: SessionOptions = {}) {
     this.device = opts.device ?? 'blk';
@@ -230,7 +231,7 @@ export class Session {
     if (dev) for (const off of [Mmio.MAGIC_VALUE, Mmio.VERSION, Mmio.DEVICE_ID]) this.machine.platform.mmioRead(dev.base + off, 4);
     if (opts.trace) {
       this.traceSession = new TraceSession(() => 'repl');
-      this.traceSession.add(this.machine, `pvkit repl (${this.device}, ${this.transportKind}, ${this.ringKind})`);
+      this.tracePid = this.traceSession.add(this.machine, `pvkit repl (${this.device}, ${this.transportKind}, ${this.ringKind})`);
     }
     const ringBits = bit(F.EVENT_IDX) | (this.ringKind === 'packed' ? bit(F.RING_PACKED) : 0n);
     this.wanted = ringBits | (this.transport.legacy ? 0n : bit(F.VERSION_1)) | (this.device === 'blk' ? bit(BlkF.FLUSH) | bit(BlkF.BLK_SIZE) | bit(BlkF.SEG_MAX) | bit(BlkF.SIZE_MAX) : bit(NetF.MAC));
@@ -319,6 +320,11 @@ export class Session {
       else used++;
       const uncollected = Math.max(0, Math.min(used, q.inFlight - (this.unpublished.get(i) ?? 0) - avail));
       if (used > uncollected) w.collected(used - uncollected);
+      // In a trace, each queue's descriptors by state: the ring filling and draining, as a counter track.
+      if (this.traceSession) {
+        const c = w.counts();
+        this.traceSession.tracer.counter(`queue ${i} descriptors`, this.machine.scheduler.now, { free: c.free, 'in flight': c['in-flight'], used: c.used }, this.tracePid);
+      }
     }
   }
 
