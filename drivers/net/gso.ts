@@ -5,7 +5,7 @@
  * inner packet at `innerNh`). Every segment leaves with correct lengths, IPv4 ids and header
  * checksums, TCP sequence numbers and flags, and complete transport checksums.
  */
-import { IpProto, TcpFlag, csumAdd, csumFold, internetChecksum, parseFrame, parseIp, pseudoHeaderSum, readBe16, readBe32, writeBe16, writeBe32, type FrameInfo } from './packet.ts';
+import { IpProto, TcpFlag, buildL4Frame, type EthOptions, csumAdd, csumFold, internetChecksum, parseFrame, parseIp, pseudoHeaderSum, readBe16, readBe32, writeBe16, writeBe32, type FrameInfo } from './packet.ts';
 import { NetHdr } from '../../spec-refs/net.ts';
 
 export interface TunnelOffsets {
@@ -151,4 +151,16 @@ export function vxlanOffsets(data: Uint8Array): (TunnelOffsets & { innerIpVersio
   const ii = parseIp(data, innerNh, o.ipEnd);
   if (ii.ipVersion === 0 || (et !== 0x0800 && et !== 0x86dd)) return null;
   return { outerTh: o.l4, innerNh, innerIpVersion: ii.ipVersion };
+}
+
+/** A VXLAN frame around `inner` (an Ethernet frame): outer IPv4/IPv6 + UDP to port 4789 (checksum 0) + VXLAN header (VNI `vni`). */
+export function buildVxlan(o: { eth: EthOptions; v6?: boolean; src: Uint8Array; dst: Uint8Array; srcPort?: number; vni?: number }, inner: Uint8Array): Uint8Array {
+  const payload = new Uint8Array(VXLAN_HEADER + inner.length);
+  payload[0] = 0x08; // I flag: the VNI is valid
+  const vni = o.vni ?? 1;
+  payload[4] = (vni >>> 16) & 0xff;
+  payload[5] = (vni >>> 8) & 0xff;
+  payload[6] = vni & 0xff;
+  payload.set(inner, VXLAN_HEADER);
+  return buildL4Frame({ eth: o.eth, v6: o.v6 ?? false, src: o.src, dst: o.dst, proto: 'udp', srcPort: o.srcPort ?? 49152, dstPort: VXLAN_PORT, csum: 'zero' }, payload).frame;
 }
