@@ -597,7 +597,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const layers = gsoLayers(data, { type: base, size: gsoSize, ...(tun ? { tunnel: tun } : {}) });
     if (typeof layers === 'string') return malformed(tun ? 'net.driver.51' : 'net.driver.45', `gso_type ${gsoType}: ${layers}`);
     const info = layers.inner;
-    if (tun && (tunnel === T4) !== (info.ipVersion === 4)) return malformed(tunnel === T4 ? 'net.driver.32' : 'net.driver.33', `tunnel bit ${tunnel === T4 ? 'IPV4' : 'IPV6'} with an inner IPv${info.ipVersion} header`);
+    if (tun && (tunnel === T4) !== (info.ipVersion === 4)) return malformed(info.ipVersion === 6 ? 'net.driver.33' : 'net.driver.32', `tunnel bit ${tunnel === T4 ? 'IPV4' : 'IPV6'} with an inner IPv${info.ipVersion} header`);
     const tcp = info.proto === IpProto.TCP;
     const wantOff = tcp ? 16 : 6;
     if (this.strict && this.f.hdrLen && hv.getUint16(NetHdr.OFF_HDR_LEN, true) !== info.headerLen) this.violate('net.driver.48', `hdr_len ${hv.getUint16(NetHdr.OFF_HDR_LEN, true)}, headers are ${info.headerLen} bytes`);

@@ -144,7 +144,7 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean };
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean };
   private rxq: Virtqueue<RxBuf>[] = [];
   /** Every receive buffer allocated per pair (reposted after a queue reset). */
   private readonly rxBufs: RxBuf[][] = [];
@@ -175,6 +175,7 @@ export class VirtioNetDriver {
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
       hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
+      guestTunnelCsum: has(NetFx.GUEST_UDP_TUNNEL_GSO_CSUM),
     };
     this.hdrLen = netHdrSize(dev.features);
     this.maxPairs = maxPairs;
@@ -436,7 +437,7 @@ export class VirtioNetDriver {
     // net.driver.68: unknown flag bits ignored.
     if (!this.f.guestCsum && flags & (NetHdr.F_NEEDS_CSUM | NetHdr.F_DATA_VALID)) return drop('net.device.33', `flags ${flags} without GUEST_CSUM`);
     if (flags & NetHdr.F_RSC_INFO) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
-    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
+    if (flags & NetHdr.F_UDP_TUNNEL_CSUM && !this.f.guestTunnelCsum) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
     const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
     if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.driver.75', `gso_type ${gsoType} has both tunnel bits`);
     if (tunnel && (!(flags & NetHdr.F_NEEDS_CSUM) || flags & NetHdr.F_DATA_VALID || (gsoType & 0x1f) === NetHdr.GSO_NONE)) return drop('net.driver.77', `tunnel gso_type ${gsoType} with flags ${flags}`);
