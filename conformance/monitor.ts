@@ -24,6 +24,7 @@ import type { Machine } from '../device-models/machine/machine.ts';
 import type { BusAccess } from '../device-models/machine/bus.ts';
 import type { PlatformDevice } from '../drivers/core/platform.ts';
 import { BlkF, F, Mmio, NetF, Split, Status, DeviceType, statusNames } from '../spec-refs/virtio.ts';
+import { NetFx } from '../spec-refs/net.ts';
 import { CheckFailure } from './check.ts';
 
 export interface Violation {
@@ -111,6 +112,8 @@ function definedBits(deviceType: number): Set<number> {
   const s = new Set<number>(Object.values(F));
   const dev = deviceType === DeviceType.BLOCK ? BlkF : deviceType === DeviceType.NET ? NetF : undefined;
   if (dev) for (const b of Object.values(dev)) s.add(b);
+  // virtio-net bits above 63 (UDP-tunnel GSO, RSS_CONTEXT, OUT_NET_HEADER, IPSEC) live in spec-refs/net.ts.
+  if (deviceType === DeviceType.NET) for (const b of Object.values(NetFx)) s.add(b);
   // blk: bits 0 (BARRIER), 7 (SCSI) are legacy-only and not in BlkF; they are not defined for 1.x either.
   return s;
 }

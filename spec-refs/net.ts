@@ -49,9 +49,23 @@ export const NetHdr = {
   OFF_NUM_BUFFERS: 10,
   OFF_HASH_VALUE: 12,
   OFF_HASH_REPORT: 16,
+  OFF_OUTER_TH: 20,
+  OFF_INNER_NH: 22,
   /** Sizes: base (with num_buffers, VERSION_1), with hash report. */
   SIZE_BASE: 12,
   SIZE_HASH: 20,
+  SIZE_TUNNEL: 24,
+} as const;
+
+/** virtio-net feature bits above 63 (device-types/net/description.tex; not in spec-refs/virtio.ts NetF). */
+export const NetFx = {
+  RSS_CONTEXT: 64,
+  GUEST_UDP_TUNNEL_GSO: 65,
+  GUEST_UDP_TUNNEL_GSO_CSUM: 66,
+  HOST_UDP_TUNNEL_GSO: 67,
+  HOST_UDP_TUNNEL_GSO_CSUM: 68,
+  OUT_NET_HEADER: 69,
+  IPSEC: 70,
 } as const;
 
 export const NetCtrl = {
@@ -170,6 +184,11 @@ export const NET_FEATURE_REQUIRES: readonly (readonly [number, readonly (readonl
   [NetF.RSC_EXT, [[NetF.HOST_TSO4, NetF.HOST_TSO6]]],
   [NetF.RSS, [[NetF.CTRL_VQ]]],
   [NetF.HASH_TUNNEL, [[NetF.CTRL_VQ], [NetF.RSS, NetF.HASH_REPORT]]],
+  [NetFx.GUEST_UDP_TUNNEL_GSO, [[NetF.GUEST_TSO4], [NetF.GUEST_TSO6], [NetF.GUEST_USO4], [NetF.GUEST_USO6]]],
+  [NetFx.GUEST_UDP_TUNNEL_GSO_CSUM, [[NetFx.GUEST_UDP_TUNNEL_GSO]]],
+  [NetFx.HOST_UDP_TUNNEL_GSO, [[NetF.HOST_TSO4], [NetF.HOST_TSO6], [NetF.HOST_USO]]],
+  [NetFx.HOST_UDP_TUNNEL_GSO_CSUM, [[NetFx.HOST_UDP_TUNNEL_GSO]]],
+  [NetFx.RSS_CONTEXT, [[NetF.CTRL_VQ], [NetF.RSS]]],
 ];
 
 /** The first dependency `features` breaks, as text, or null. */
@@ -197,10 +216,14 @@ export function pruneNetFeatures(features: bigint): bigint {
 }
 
 /**
- * Size of struct virtio_net_hdr for a negotiated feature set (net.driver.66): 20 bytes with
- * HASH_REPORT, else 12 (VERSION_1 or MRG_RXBUF: num_buffers present), else the legacy 10.
+ * Size of struct virtio_net_hdr for a negotiated feature set (net.driver.66): 32 bytes with
+ * OUT_NET_HEADER or IPSEC, 24 with UDP-tunnel GSO, 20 with HASH_REPORT, else 12 (VERSION_1 or
+ * MRG_RXBUF: num_buffers present), else the legacy 10.
  */
 export function netHdrSize(features: bigint): number {
+  if (hasFeature(features, NetFx.OUT_NET_HEADER) || hasFeature(features, NetFx.IPSEC)) return 32;
+  // outer_th_offset / inner_nh_offset: present with either UDP-tunnel GSO feature (the struct's rule)
+  if (hasFeature(features, NetFx.HOST_UDP_TUNNEL_GSO) || hasFeature(features, NetFx.GUEST_UDP_TUNNEL_GSO)) return NetHdr.SIZE_TUNNEL;
   if (hasFeature(features, NetF.HASH_REPORT)) return NetHdr.SIZE_HASH;
   if (hasFeature(features, F.VERSION_1) || hasFeature(features, NetF.MRG_RXBUF)) return NetHdr.SIZE_BASE;
   return 10;

@@ -16,8 +16,9 @@ import { normalize, type WireFrame } from '../../device-models/net/wire.ts';
 import { DEFAULT_RSS_KEY, hashPacket } from '../../device-models/net/rss.ts';
 import { VirtioNetDriver, NET_DRIVER_FEATURES, completeReceived, type NetDriverOptions, type RxFrame } from '../../drivers/net/driver.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
-import { BROADCAST, EtherType, buildEthernet, buildL4Frame, buildPing, ip4FromString, macFromString, macToString, parseFrame, verifyChecksums } from '../../drivers/net/packet.ts';
-import { HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
+import { buildVxlan, vxlanOffsets } from '../../drivers/net/gso.ts';
+import { BROADCAST, EtherType, buildEthernet, buildL4Frame, buildPing, ip4FromString, macFromString, macToString, parseFrame, parseIp, pseudoHeaderSum, csumFold, verifyChecksums } from '../../drivers/net/packet.ts';
+import { HashReport, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
@@ -91,7 +92,7 @@ function rawTransmit(r: Rig, hdr: Uint8Array, frame: Uint8Array): void {
   r.run(200_000);
 }
 
-function hdr(r: Rig, f: { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: number; csumStart?: number; csumOffset?: number } = {}): Uint8Array {
+function hdr(r: Rig, f: { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: number; csumStart?: number; csumOffset?: number; outerTh?: number; innerNh?: number } = {}): Uint8Array {
   const h = new Uint8Array(r.drv.hdrLen);
   const v = new DataView(h.buffer);
   h[0] = f.flags ?? 0;
@@ -100,6 +101,10 @@ function hdr(r: Rig, f: { flags?: number; gsoType?: number; hdrLen?: number; gso
   v.setUint16(4, f.gsoSize ?? 0, true);
   v.setUint16(6, f.csumStart ?? 0, true);
   v.setUint16(8, f.csumOffset ?? 0, true);
+  if (h.length >= 24) {
+    v.setUint16(20, f.outerTh ?? 0, true);
+    v.setUint16(22, f.innerNh ?? 0, true);
+  }
   return h;
 }
 
@@ -149,7 +154,7 @@ defineCheck({
 defineCheck({
   id: 'net.device.tx-header',
   title: 'transmit: unknown flags ignored, csum fields unused without NEEDS_CSUM, hdr_len not trusted, contradictory tunnel GSO refused, checksums not assumed',
-  statements: ['net.device.15', 'net.device.16', 'net.device.21', 'net.device.22', 'net.device.24', 'net.device.25'],
+  statements: ['net.device.15', 'net.device.16', 'net.device.21', 'net.device.22', 'net.device.23', 'net.device.24', 'net.device.25'],
   side: 'device',
   kind: 'example',
   applies: { devices: ['net'] },
@@ -177,6 +182,13 @@ defineCheck({
       for (const s of segs) {
         const ck = verifyChecksums(s);
         expectThat(ck.ip && ck.l4, ['net.device.21'], 'a segment has a bad checksum');
+      }
+      if (r.drv.hdrLen >= 24) {
+        // net.device.23: without a tunnel bit, outer_th_offset / inner_nh_offset are not used.
+        r.wire.length = 0;
+        rawTransmit(r, hdr(r, { flags: NetHdr.F_NEEDS_CSUM, gsoType: NetHdr.GSO_TCPV4, gsoSize: 1000, csumStart: big.csumStart, csumOffset: big.csumOffset, outerTh: 20, innerNh: 3 }), big.frame);
+        const s2 = r.wire.flatMap((wf) => normalize(wf));
+        expectThat(s2.length === 6 && s2.every((x) => verifyChecksums(x).l4), ['net.device.23'], 'a TSO frame without tunnel bits was affected by the tunnel offset fields', '6 good segments', `${s2.length}`);
       }
     }
     // net.device.22 / .24: contradictory UDP-tunnel GSO is refused.
@@ -217,20 +229,28 @@ defineCheck({
   },
 });
 
-const rxFeatures = fc.record({ mrg: fc.boolean(), guestCsum: fc.boolean(), guestTso: fc.boolean(), hash: fc.boolean(), ecn: fc.boolean() });
-const rxFrameKind = fc.array(fc.record({ kind: fc.constantFrom('plain', 'partial', 'gso', 'gso-ecn', 'badsum', 'small'), size: fc.integer({ min: 0, max: 1400 }), gsoSize: fc.integer({ min: 500, max: 1400 }), gsoLen: fc.integer({ min: 1500, max: 30000 }) }), { minLength: 1, maxLength: 8 });
+const rxFeatures = fc.record({ mrg: fc.boolean(), guestCsum: fc.boolean(), guestTso: fc.boolean(), hash: fc.boolean(), ecn: fc.boolean(), tunnel: fc.boolean() });
+const rxFrameKind = fc.array(fc.record({ kind: fc.constantFrom('plain', 'partial', 'gso', 'gso-ecn', 'badsum', 'small', 'vxlan'), size: fc.integer({ min: 0, max: 1400 }), gsoSize: fc.integer({ min: 500, max: 1400 }), gsoLen: fc.integer({ min: 1500, max: 30000 }) }), { minLength: 1, maxLength: 8 });
 
 defineCheck({
   id: 'net.device.rx-header',
   title: 'receive headers follow the negotiated features: num_buffers, flags, gso_type, gso_size, checksums, no tunnel/RSC/IPsec bits',
-  statements: ['net.device.27', 'net.device.28', 'net.device.29', 'net.device.30', 'net.device.31', 'net.device.32', 'net.device.33', 'net.device.35', 'net.device.42', 'net.device.68', 'net.device.71', 'net.device.36', 'net.device.37', 'net.device.38', 'net.device.39', 'net.device.40', 'net.device.46', 'net.device.47', 'net.device.48', 'net.device.49', 'net.device.53', 'net.device.54', 'net.device.55', 'net.device.56', 'net.device.58', 'net.device.61', 'net.device.62', 'net.device.67', 'net.device.70'],
+  statements: ['net.device.27', 'net.device.28', 'net.device.29', 'net.device.30', 'net.device.31', 'net.device.32', 'net.device.33', 'net.device.35', 'net.device.42', 'net.device.50', 'net.device.51', 'net.device.52', 'net.device.64', 'net.device.65', 'net.device.68', 'net.device.71', 'net.device.36', 'net.device.37', 'net.device.38', 'net.device.39', 'net.device.40', 'net.device.46', 'net.device.47', 'net.device.48', 'net.device.49', 'net.device.53', 'net.device.54', 'net.device.55', 'net.device.56', 'net.device.58', 'net.device.61', 'net.device.62', 'net.device.67', 'net.device.70'],
   side: 'device',
   kind: 'property',
   applies: { devices: ['net'] },
   run(ctx) {
-    checkProperty(ctx, ['net.device.27'], [rxFeatures, rxFrameKind], (feat, frames) => {
-      let f = NET_DRIVER_FEATURES & ~[NetF.MRG_RXBUF, NetF.GUEST_CSUM, NetF.GUEST_TSO4, NetF.GUEST_TSO6, NetF.HASH_REPORT, NetF.GUEST_ECN].reduce((s, b) => s | bit(b), 0n);
+    type Feat = { mrg: boolean; guestCsum: boolean; guestTso: boolean; hash: boolean; ecn: boolean; tunnel: boolean };
+    type Fr = { kind: string; size: number; gsoSize: number; gsoLen: number };
+    // A fixed case first (every offload on, one frame of each kind), then random ones.
+    const fixed: [Feat, Fr[]] = [
+      { mrg: true, guestCsum: true, guestTso: true, hash: true, ecn: true, tunnel: true },
+      ['plain', 'partial', 'gso', 'gso-ecn', 'badsum', 'small', 'vxlan'].map((kind) => ({ kind, size: 700, gsoSize: 1000, gsoLen: 7000 })),
+    ];
+    const one = (feat: Feat, frames: Fr[]) => {
+      let f = NET_DRIVER_FEATURES & ~[NetF.MRG_RXBUF, NetF.GUEST_CSUM, NetF.GUEST_TSO4, NetF.GUEST_TSO6, NetF.HASH_REPORT, NetF.GUEST_ECN, NetFx.GUEST_UDP_TUNNEL_GSO].reduce((s, b) => s | bit(b), 0n);
       if (feat.ecn) f |= bit(NetF.GUEST_ECN);
+      if (feat.tunnel) f |= bit(NetFx.GUEST_UDP_TUNNEL_GSO);
       if (feat.mrg) f |= bit(NetF.MRG_RXBUF);
       if (feat.guestCsum) f |= bit(NetF.GUEST_CSUM);
       if (feat.guestTso) f |= bit(NetF.GUEST_TSO4) | bit(NetF.GUEST_TSO6);
@@ -239,7 +259,15 @@ defineCheck({
       const has = (b: number) => hasFeature(r.drv.features, b);
       let expectBytes = 0;
       for (const fr of frames) {
-        if (fr.kind === 'gso' || fr.kind === 'gso-ecn') {
+        if (fr.kind === 'vxlan') {
+          // a VXLAN super-frame: inner TCP of fr.gsoLen bytes, partial inner checksum, outer UDP checksum 0
+          const inner = buildL4Frame({ eth: { dst: macFromString('02:cc:00:00:00:01'), src: macFromString('02:cc:00:00:00:02') }, src: ip4FromString('172.16.1.1'), dst: ip4FromString('172.16.1.2'), proto: 'tcp', srcPort: 1, dstPort: 2, csum: 'partial' }, new Uint8Array(fr.gsoLen).map((_, i) => i & 0xff));
+          const data = buildVxlan({ eth: { dst: r.drv.mac, src: PEER }, src: ip4FromString('10.9.0.2'), dst: ip4FromString('10.9.0.1') }, inner.frame);
+          const v = vxlanOffsets(data)!;
+          const il = parseIp(data, v.innerNh);
+          r.inject({ data, csum: { start: il.l4, offset: 16 }, gso: { type: NetHdr.GSO_TCPV4, size: fr.gsoSize, hdrLen: il.headerLen, tunnel: { outerTh: v.outerTh, innerNh: v.innerNh } } });
+          expectBytes += fr.gsoLen;
+        } else if (fr.kind === 'gso' || fr.kind === 'gso-ecn') {
           const t = tcpTo(r.drv.mac, fr.gsoLen, 'partial');
           if (fr.kind === 'gso-ecn') {
             // CWR set: ECN in use on this flow (the pseudo-header sum does not cover the flags)
@@ -272,9 +300,11 @@ defineCheck({
         if (!has(NetF.MRG_RXBUF)) expectEqual(x.numBuffers, 1, ['net.device.28', 'net.device.29'], 'num_buffers without MRG_RXBUF');
         expectThat(x.numBuffers >= 1, ['net.device.27', 'net.device.30'], 'num_buffers 0');
         if (!has(NetF.GUEST_CSUM)) expectEqual(x.flags, 0, ['net.device.33'], 'receive flags without GUEST_CSUM');
-        expectEqual(x.flags & (NetHdr.F_RSC_INFO | NetHdr.F_UDP_TUNNEL_CSUM), 0, ['net.device.58', 'net.device.40'], 'RSC_INFO / UDP_TUNNEL_CSUM set');
+        expectEqual(x.flags & NetHdr.F_RSC_INFO, 0, ['net.device.58'], 'RSC_INFO set');
         expectEqual(x.flags & 112, 0, ['net.device.67', 'net.device.68', 'net.device.70', 'net.device.71'], 'SECURITY / SECURITY_ERR / SA_SOFT_EXPIRY_WARN set without IPsec');
-        expectEqual(x.gsoType & 0x60, 0, ['net.device.39', 'net.device.49', 'net.device.53', 'net.device.62'], 'UDP tunnel gso_type bits');
+        if (!has(NetFx.GUEST_UDP_TUNNEL_GSO)) expectEqual(x.gsoType & 0x60, 0, ['net.device.39', 'net.device.49', 'net.device.53'], 'UDP tunnel gso_type bits without GUEST_UDP_TUNNEL_GSO');
+        if (x.gsoType & 0x60) expectEqual(x.flags & NetHdr.F_DATA_VALID, 0, ['net.device.62'], 'DATA_VALID with a tunnel gso_type');
+        if (!has(NetFx.GUEST_UDP_TUNNEL_GSO_CSUM)) expectEqual(x.flags & NetHdr.F_UDP_TUNNEL_CSUM, 0, ['net.device.40'], 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
         const base = x.gsoType & 0x1f;
         if (!has(NetF.GUEST_TSO4) && !has(NetF.GUEST_TSO6)) expectEqual(base, NetHdr.GSO_NONE, ['net.device.54'], 'gso_type without guest GSO features');
         if (base === NetHdr.GSO_TCPV4) expectThat(has(NetF.GUEST_TSO4), ['net.device.35'], 'GSO_TCPV4 without GUEST_TSO4');
@@ -287,19 +317,43 @@ defineCheck({
           expectThat((x.flags & NetHdr.F_NEEDS_CSUM) !== 0, ['net.device.55'], 'GSO without NEEDS_CSUM');
           expectThat(x.gsoSize > 0, ['net.device.56'], 'GSO with gso_size 0');
         }
-        const info0 = parseFrame(x.data);
+        const tun = x.gsoType & 0x60;
+        const vx = vxlanOffsets(x.data);
+        if (tun) {
+          expectThat(has(NetFx.GUEST_UDP_TUNNEL_GSO), ['net.device.49'], 'UDP-tunnel GSO without GUEST_UDP_TUNNEL_GSO');
+          expectThat(vx !== null && x.outerTh === vx.outerTh && x.innerNh === vx.innerNh, ['net.device.51'], 'outer_th_offset / inner_nh_offset do not match the frame', vx ? `${vx.outerTh}/${vx.innerNh}` : 'a VXLAN frame', `${x.outerTh}/${x.innerNh}`);
+          expectEqual(tun, vx!.innerIpVersion === 6 ? NetHdr.GSO_UDP_TUNNEL_IPV6 : NetHdr.GSO_UDP_TUNNEL_IPV4, ['net.device.50'], 'tunnel bit of the inner IP version', true);
+          const o = parseFrame(x.data);
+          const oc = (x.data[o.l4 + 6]! << 8) | x.data[o.l4 + 7]!;
+          if (x.flags & NetHdr.F_UDP_TUNNEL_CSUM) {
+            const oph = csumFold(pseudoHeaderSum(x.data, o.l3, o.ipVersion === 6, 17, (x.data[o.l4 + 4]! << 8) | x.data[o.l4 + 5]!));
+            expectEqual(oc, oph, ['net.device.64'], 'outer UDP checksum with UDP_TUNNEL_CSUM (the pseudo-header sum)', true);
+          } else {
+            expectThat(oc === 0 || verifyChecksums(x.data, o).l4, ['net.device.52', 'net.device.65'], 'the outer UDP checksum of a tunnel GSO frame needs offload', '0 or complete', `0x${oc.toString(16)}`);
+          }
+        }
+        const innerAt = tun ? x.innerNh : -1;
+        const info0 = innerAt >= 0 ? parseIp(x.data, innerAt) : vx ? parseIp(x.data, vx.innerNh) : parseFrame(x.data);
         const data = completeReceived(x);
         if (x.flags & NetHdr.F_NEEDS_CSUM) {
           expectThat(x.csumStart === info0.l4 && x.csumOffset === 16, ['net.device.46'], 'NEEDS_CSUM does not point at the TCP checksum', `${info0.l4}/16`, `${x.csumStart}/${x.csumOffset}`);
-          const segs = base !== NetHdr.GSO_NONE ? normalize({ data, gso: { type: base, size: x.gsoSize, hdrLen: 0 } }) : [data];
-          for (const s of segs) expectThat(verifyChecksums(s).l4, ['net.device.47', 'net.device.48'], 'completing the partial checksum does not give a valid one');
+          const segs = base !== NetHdr.GSO_NONE ? normalize({ data, gso: { type: base, size: x.gsoSize, hdrLen: 0, ...(tun ? { tunnel: { outerTh: x.outerTh, innerNh: x.innerNh } } : {}) } }) : [data];
+          for (const s of segs) {
+            const si = vx ? parseIp(s, vx.innerNh) : parseFrame(s);
+            expectThat(verifyChecksums(s, si).l4, ['net.device.47', 'net.device.48'], 'completing the partial checksum does not give a valid one');
+          }
         }
-        if (x.flags & NetHdr.F_DATA_VALID) expectThat(verifyChecksums(data).l4 && verifyChecksums(data).ip, ['net.device.61'], 'DATA_VALID on a frame whose checksum is wrong');
-        const info = parseFrame(data);
-        payload += base !== NetHdr.GSO_NONE ? info.ipEnd - info.headerLen : info.ipEnd - info.headerLen;
+        if (x.flags & NetHdr.F_DATA_VALID) {
+          const si = vx ? parseIp(data, vx.innerNh) : parseFrame(data);
+          expectThat(verifyChecksums(data, si).l4 && verifyChecksums(data, si).ip, ['net.device.61'], 'DATA_VALID on a frame whose checksum is wrong');
+        }
+        const info = vx ? parseIp(data, vx.innerNh) : parseFrame(data);
+        payload += info.ipEnd - info.headerLen;
       }
       expectEqual(payload, expectBytes, ['net.device.27', 'net.device.31', 'net.device.32'], 'payload bytes received');
-    });
+    };
+    one(...fixed);
+    checkProperty(ctx, ['net.device.27'], [rxFeatures, rxFrameKind], (feat, frames) => one(feat, frames));
   },
 });
 
@@ -438,6 +492,7 @@ defineCheck({
   kind: 'property',
   applies: { devices: ['net'], features: [NetF.RSS] },
   run(ctx) {
+    if (ctx.transport.endsWith('legacy')) throw new CheckSkip('VIRTIO_NET_F_RSS (bit 60) does not exist on the legacy interface');
     checkProperty(ctx, ['net.device.101'], [fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 3 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 65535 }), fc.boolean()), { minLength: 1, maxLength: 16 })], (table, unclassified, flows) => {
       const r = rig(ctx, { maxPairs: 4 }, { pairs: 4 });
       if (!hasFeature(r.drv.features, NetF.RSS)) throw new CheckSkip('RSS not negotiated');
@@ -553,12 +608,12 @@ function strictRig(ctx: TargetContext, dev: NetDeviceOptions = {}, drv: NetDrive
   });
 }
 
-const TX_IDS = ['net.driver.29', 'net.driver.48', 'net.driver.62', 'net.driver.9', 'net.driver.15', 'net.driver.16', 'net.driver.17', 'net.driver.21', 'net.driver.23', 'net.driver.25', 'net.driver.27', 'net.driver.31', 'net.driver.36', 'net.driver.38', 'net.driver.39', 'net.driver.40', 'net.driver.42', 'net.driver.43', 'net.driver.44', 'net.driver.45', 'net.driver.46', 'net.driver.47', 'net.driver.56', 'net.driver.57', 'net.driver.59', 'net.driver.60', 'net.driver.61', 'net.driver.66', 'net.driver.91', 'net.driver.92'] as const;
+const TX_IDS = ['net.driver.29', 'net.driver.32', 'net.driver.33', 'net.driver.34', 'net.driver.35', 'net.driver.37', 'net.driver.51', 'net.driver.53', 'net.driver.54', 'net.driver.55', 'net.driver.48', 'net.driver.62', 'net.driver.9', 'net.driver.15', 'net.driver.16', 'net.driver.17', 'net.driver.21', 'net.driver.23', 'net.driver.25', 'net.driver.27', 'net.driver.31', 'net.driver.36', 'net.driver.38', 'net.driver.39', 'net.driver.40', 'net.driver.42', 'net.driver.43', 'net.driver.44', 'net.driver.45', 'net.driver.46', 'net.driver.47', 'net.driver.56', 'net.driver.57', 'net.driver.59', 'net.driver.60', 'net.driver.61', 'net.driver.66', 'net.driver.91', 'net.driver.92'] as const;
 
 defineCheck({
   id: 'net.driver.tx-header',
   title: 'transmit headers: size per features, num_buffers 0, flags/gso_type only as negotiated, NEEDS_CSUM with the pseudo-header sum at the right place, GSO with gso_size; MTU respected',
-  statements: ['net.driver.29', 'net.driver.48', 'net.driver.62', 'net.driver.9', 'net.driver.15', 'net.driver.16', 'net.driver.17', 'net.driver.21', 'net.driver.23', 'net.driver.25', 'net.driver.27', 'net.driver.31', 'net.driver.36', 'net.driver.38', 'net.driver.39', 'net.driver.40', 'net.driver.42', 'net.driver.43', 'net.driver.44', 'net.driver.45', 'net.driver.46', 'net.driver.47', 'net.driver.56', 'net.driver.57', 'net.driver.59', 'net.driver.60', 'net.driver.61', 'net.driver.66', 'net.driver.91', 'net.driver.92'],
+  statements: ['net.driver.29', 'net.driver.32', 'net.driver.33', 'net.driver.34', 'net.driver.35', 'net.driver.37', 'net.driver.51', 'net.driver.53', 'net.driver.54', 'net.driver.55', 'net.driver.48', 'net.driver.62', 'net.driver.9', 'net.driver.15', 'net.driver.16', 'net.driver.17', 'net.driver.21', 'net.driver.23', 'net.driver.25', 'net.driver.27', 'net.driver.31', 'net.driver.36', 'net.driver.38', 'net.driver.39', 'net.driver.40', 'net.driver.42', 'net.driver.43', 'net.driver.44', 'net.driver.45', 'net.driver.46', 'net.driver.47', 'net.driver.56', 'net.driver.57', 'net.driver.59', 'net.driver.60', 'net.driver.61', 'net.driver.66', 'net.driver.91', 'net.driver.92'],
   side: 'driver',
   kind: 'property',
   applies: { devices: ['net'] },
@@ -570,8 +625,23 @@ defineCheck({
       const r = strictRig(ctx, {}, {});
       const e = buildL4Frame({ eth: { dst: PEER, src: r.drv.mac }, src: ip4FromString('10.9.0.1'), dst: ip4FromString('10.9.0.2'), proto: 'tcp', srcPort: 5, dstPort: 6, csum: 'partial', tcpFlags: 0x80 | 0x10 }, new Uint8Array(5000));
       r.drv.send(e.frame, { gso: { type: NetHdr.GSO_TCPV4, size: 1200 } });
+      // UDP-tunnel GSO (VXLAN) with inner TCP over IPv4 and IPv6 and inner UDP, with and without outer checksum offload.
+      for (const [v6, proto] of [[false, 'tcp'], [true, 'tcp'], [false, 'udp']] as const) {
+        const inner = buildL4Frame({ eth: { dst: macFromString('02:cc:00:00:00:01'), src: macFromString('02:cc:00:00:00:02') }, v6, src: v6 ? new Uint8Array(16).fill(5) : ip4FromString('172.16.2.1'), dst: v6 ? new Uint8Array(16).fill(6) : ip4FromString('172.16.2.2'), proto, srcPort: 9, dstPort: 10, csum: 'partial' }, new Uint8Array(4100));
+        const vx = buildVxlan({ eth: { dst: PEER, src: r.drv.mac }, src: ip4FromString('10.9.0.1'), dst: ip4FromString('10.9.0.2') }, inner.frame);
+        r.drv.send(vx, { gso: { type: proto === 'udp' ? NetHdr.GSO_UDP_L4 : v6 ? NetHdr.GSO_TCPV6 : NetHdr.GSO_TCPV4, size: 1000, tunnel: true } });
+      }
       r.drv.flushTx();
       r.verdict(TX_IDS);
+      const noCsum = strictRig(ctx, {}, { features: NET_DRIVER_FEATURES & ~bit(NetFx.HOST_UDP_TUNNEL_GSO_CSUM) });
+      const inner = buildL4Frame({ eth: { dst: macFromString('02:cc:00:00:00:01'), src: macFromString('02:cc:00:00:00:02') }, src: ip4FromString('172.16.2.1'), dst: ip4FromString('172.16.2.2'), proto: 'tcp', srcPort: 9, dstPort: 10, csum: 'partial' }, new Uint8Array(3500));
+      noCsum.drv.send(buildVxlan({ eth: { dst: PEER, src: noCsum.drv.mac }, src: ip4FromString('10.9.0.1'), dst: ip4FromString('10.9.0.2') }, inner.frame), { gso: { type: NetHdr.GSO_TCPV4, size: 1000, tunnel: true } });
+      noCsum.drv.flushTx();
+      noCsum.verdict(TX_IDS);
+      for (const wf of [...r.wire, ...noCsum.wire]) for (const s of normalize(wf)) {
+        const v = vxlanOffsets(s);
+        if (v) expectThat(verifyChecksums(s, parseIp(s, v.innerNh)).l4, ['net.driver.51', 'net.driver.43'], 'a tunnelled segment has a bad inner checksum after offload');
+      }
     }
     checkProperty(ctx, ['net.driver.15'], [feats, frames], (fe, list) => {
       let f = NET_DRIVER_FEATURES & ~[NetF.CSUM, NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.HASH_REPORT, NetF.MQ, NetF.HOST_ECN].reduce((s, b) => s | bit(b), 0n);
@@ -603,7 +673,7 @@ defineCheck({
 defineCheck({
   id: 'net.driver.rx-header',
   title: 'receive: unknown flags ignored, csum fields unused without NEEDS_CSUM, hdr_len not trusted, unchecked checksums not assumed, contradictory tunnel headers dropped',
-  statements: ['net.driver.68', 'net.driver.71', 'net.driver.73', 'net.driver.74', 'net.driver.75', 'net.driver.77'],
+  statements: ['net.driver.68', 'net.driver.71', 'net.driver.73', 'net.driver.74', 'net.driver.75', 'net.driver.76', 'net.driver.77'],
   side: 'driver',
   kind: 'example',
   applies: { devices: ['net'] },
@@ -635,6 +705,14 @@ defineCheck({
       h[3] = 0xff;
     }, f3);
     expectThat(c.length === 1 && same(c[0]!.data, f3), ['net.driver.73'], 'a garbage hdr_len changed what was delivered');
+    if (r.drv.hdrLen >= 24) {
+      const f4 = frame();
+      const t = deliver((h) => {
+        h[20] = 14;
+        h[22] = 34;
+      }, f4);
+      expectThat(t.length === 1 && t[0]!.outerTh === 0 && t[0]!.innerNh === 0 && same(t[0]!.data, f4), ['net.driver.76'], 'tunnel offsets of a frame without tunnel bits were used');
+    }
     const d = deliver((h) => (h[1] = NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6));
     expectEqual(d.length, 0, ['net.driver.75'], 'frames with both tunnel bits delivered');
     const e = deliver((h) => {
@@ -698,6 +776,7 @@ defineCheck({
         if (!(e instanceof UsageError)) throw e;
       }
     };
+    const has = (b: number) => hasFeature(d.features, b);
     d.setPromisc(true);
     d.setAllMulti(false);
     d.setRxMode(NetCtrl.RX_NOBCAST, false);
@@ -706,19 +785,25 @@ defineCheck({
     d.setPairs(3);
     tryIt(() => d.setPairs(0));
     tryIt(() => d.setPairs(9));
-    d.setRss({ hashTypes: HashType.TCPv4, table: [0, 1, 2, 0], key: DEFAULT_RSS_KEY });
-    tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: [0, 1, 2], key: DEFAULT_RSS_KEY }));
-    tryIt(() => d.setRss({ hashTypes: 1 << 20, table: [0], key: DEFAULT_RSS_KEY }));
-    tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: [7], key: DEFAULT_RSS_KEY }));
-    tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: new Array(256).fill(0), key: DEFAULT_RSS_KEY }));
+    if (has(NetF.RSS)) {
+      d.setRss({ hashTypes: HashType.TCPv4, table: [0, 1, 2, 0], key: DEFAULT_RSS_KEY });
+      tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: [0, 1, 2], key: DEFAULT_RSS_KEY }));
+      tryIt(() => d.setRss({ hashTypes: 1 << 20, table: [0], key: DEFAULT_RSS_KEY }));
+      tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: [7], key: DEFAULT_RSS_KEY }));
+      tryIt(() => d.setRss({ hashTypes: HashType.TCPv4, table: new Array(256).fill(0), key: DEFAULT_RSS_KEY }));
+    }
     d.setGuestOffloads(bit(NetF.GUEST_CSUM));
     tryIt(() => d.setGuestOffloads(bit(NetF.GUEST_UFO)));
-    d.setCoalescing('rx', 4, 10);
-    d.setQueueCoalescing(0, 2, 2);
-    tryIt(() => d.setQueueCoalescing(99, 2, 2));
-    const types = d.statsQuery();
-    d.statsGet(0, types.filter((t) => t < 16));
-    d.statsGet(1, types.filter((t) => t >= 16 && t < 32));
+    if (has(NetF.NOTF_COAL)) d.setCoalescing('rx', 4, 10);
+    if (has(NetF.VQ_NOTF_COAL)) {
+      d.setQueueCoalescing(0, 2, 2);
+      tryIt(() => d.setQueueCoalescing(99, 2, 2));
+    }
+    if (has(NetF.DEVICE_STATS)) {
+      const types = d.statsQuery();
+      d.statsGet(0, types.filter((t) => t < 16));
+      d.statsGet(1, types.filter((t) => t >= 16 && t < 32));
+    }
     // net.driver.88: an ANNOUNCE is acknowledged.
     if (r.nic.requestAnnounce()) {
       r.run(300_000);

@@ -18,9 +18,11 @@ import type { ScheduledEvent } from '../machine/scheduler.ts';
 import { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
 import { DeviceType, F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { netFeatureDependencyError, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
+import { NetFx } from '../../spec-refs/net.ts';
 import { ETH_HLEN, HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, StatsType } from '../../spec-refs/net.ts';
-import { IpProto, isBroadcast, isMulticast, macEquals, macKey, parseFrame, verifyChecksums, type FrameInfo } from '../../drivers/net/packet.ts';
+import { IpProto, csumFold, isBroadcast, isMulticast, macEquals, macKey, parseFrame, pseudoHeaderSum, readBe16, verifyChecksums, writeBe16, type FrameInfo } from '../../drivers/net/packet.ts';
 import { completeChecksum, segment, type WireFrame } from './wire.ts';
+import { gsoLayers } from '../../drivers/net/gso.ts';
 import { DEFAULT_RSS_KEY, hashPacket } from './rss.ts';
 
 /** Where a NIC's transmitted frames go (a switch port, a tap...). */
@@ -71,6 +73,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
+  NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
@@ -97,6 +100,9 @@ interface RxItem {
   readonly csumOffset: number;
   readonly hashValue: number;
   readonly hashReport: number;
+  /** UDP-tunnel GSO: outer UDP and inner network header offsets (0 otherwise). */
+  readonly outerTh?: number;
+  readonly innerNh?: number;
 }
 
 /** Per-queue counters (the DEVICE_STATS replies are built from these). */
@@ -163,12 +169,16 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
     status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
+    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false,
   };
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
   private rxTso4 = false;
   private rxTso6 = false;
   private rxEcn = false;
+  private rxUso4 = false;
+  private rxUso6 = false;
+  private rxTunnel = false;
   private curPairs = 1;
   private ctrlIndex = 2;
   private mac = new Uint8Array(6);
@@ -316,12 +326,17 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       stats: has(NetF.DEVICE_STATS), notfCoal: has(NetF.NOTF_COAL), vqNotfCoal: has(NetF.VQ_NOTF_COAL), hashReport: has(NetF.HASH_REPORT),
       rss: has(NetF.RSS), status: has(NetF.STATUS), version1: has(F.VERSION_1),
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
+      hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
+      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
     this.rxTso4 = this.f.guestTso4 && this.f.guestCsum;
     this.rxTso6 = this.f.guestTso6 && this.f.guestCsum;
     this.rxEcn = this.f.guestEcn;
+    this.rxUso4 = this.f.guestUso4 && this.f.guestCsum;
+    this.rxUso6 = this.f.guestUso6 && this.f.guestCsum;
+    this.rxTunnel = this.f.guestTunnel;
     this.ctrlIndex = this.f.ctrlVq ? (this.f.mq ? 2 * this.maxPairs : 2) : -1;
     // net.device.97: receiveq1 only until the driver enables more pairs.
     this.curPairs = 1;
@@ -512,14 +527,21 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const csumOffset = hv.getUint16(NetHdr.OFF_CSUM_OFFSET, true);
     // net.device.15: bits the device does not know are ignored; known ones are checked.
     if (!this.f.csum && flags !== 0) return malformed('net.driver.17', `flags ${flags} without VIRTIO_NET_F_CSUM`);
+    if (flags & NetHdr.F_DATA_VALID && gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
     if (flags & (NetHdr.F_DATA_VALID | NetHdr.F_RSC_INFO)) return malformed('net.driver.59', `transmit flags ${flags} carry DATA_VALID/RSC_INFO`);
-    const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
-    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) {
-      if (!tunnel) this.violate('net.driver.40', 'UDP_TUNNEL_CSUM without a tunnel gso_type');
-      this.violate('net.driver.36', 'UDP_TUNNEL_CSUM set');
-      return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
+    const T4 = NetHdr.GSO_UDP_TUNNEL_IPV4;
+    const T6 = NetHdr.GSO_UDP_TUNNEL_IPV6;
+    const tunnel = gsoType & (T4 | T6);
+    const tunnelCsum = (flags & NetHdr.F_UDP_TUNNEL_CSUM) !== 0;
+    if (tunnelCsum) {
+      if (!tunnel) return malformed('net.driver.40', 'UDP_TUNNEL_CSUM without a tunnel gso_type');
+      if (!this.f.hostTunnelCsum) {
+        this.violate('net.driver.34', 'outer checksum offload without HOST_UDP_TUNNEL_GSO_CSUM');
+        this.violate('net.driver.37', 'outer checksum offload without HOST_UDP_TUNNEL_GSO_CSUM');
+        this.violate('net.driver.36', 'UDP_TUNNEL_CSUM set');
+        return malformed('net.driver.57', 'UDP_TUNNEL_CSUM without HOST_UDP_TUNNEL_GSO_CSUM');
+      }
     }
-    if (tunnel && flags & NetHdr.F_DATA_VALID) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
     if (flags & NetHdr.F_SECURITY) {
       this.violate('net.driver.62', 'SECURITY flag: no IPsec SA can be named');
       return malformed('net.driver.61', 'SECURITY flag without IPsec');
@@ -531,22 +553,27 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const needsCsum = (flags & NetHdr.F_NEEDS_CSUM) !== 0;
     // net.device.16: csum_start/csum_offset are used only with NEEDS_CSUM.
     if (needsCsum && csumStart + csumOffset + 2 > total) return malformed('net.driver.44', `csum_start ${csumStart} + csum_offset ${csumOffset} outside a ${total}-byte frame`);
+    const base = gsoType & 0x1f;
     if (tunnel) {
-      // net.device.22 / net.device.24: such packets are refused.
-      if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) this.violate('net.driver.39', 'both UDP tunnel bits');
-      if ((gsoType & 0x1f) === NetHdr.GSO_UDP) this.violate('net.driver.38', 'UDP tunnel bit with GSO_UDP');
-      this.violate('net.driver.31', `gso_type ${gsoType} without HOST_UDP_TUNNEL_GSO`);
-      return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
+      // net.device.22 / net.device.24: contradictory UDP-tunnel headers are refused.
+      if (!this.f.hostTunnel) {
+        if (tunnel === (T4 | T6)) this.violate('net.driver.39', 'both UDP tunnel bits');
+        if (base === NetHdr.GSO_UDP) this.violate('net.driver.38', 'UDP tunnel bit with GSO_UDP');
+        this.violate('net.driver.31', `gso_type ${gsoType} without HOST_UDP_TUNNEL_GSO`);
+        return malformed('net.driver.56', `gso_type ${gsoType} has UDP tunnel bits`);
+      }
+      if (tunnel === (T4 | T6)) return malformed('net.driver.39', 'both UDP tunnel bits');
+      if (base === NetHdr.GSO_UDP) return malformed('net.driver.38', 'UDP tunnel bit with GSO_UDP');
+      if (!needsCsum || base === NetHdr.GSO_NONE) return malformed('net.driver.46', `tunnel gso_type ${gsoType} without NEEDS_CSUM or without a GSO type`);
     }
     const ecn = (gsoType & NetHdr.GSO_ECN) !== 0;
     if (ecn && !this.f.hostEcn) return malformed('net.driver.28', 'GSO_ECN without VIRTIO_NET_F_HOST_ECN');
-    const base = gsoType & 0x1f;
     const csumCount: 'none' | 'needs' = needsCsum ? 'needs' : 'none';
-    if (needsCsum && this.strict) {
+    if (needsCsum && this.strict && !tunnel) {
       const bad = this.checkPartialCsum(data, csumStart, csumOffset);
       if (bad) return malformed(bad[0], bad[1]);
     }
-    if (base !== NetHdr.GSO_NONE && !this.f.hostTso4 && !this.f.hostTso6) this.violate('net.driver.45', `gso_type ${gsoType} with no host GSO feature negotiated`);
+    if (base !== NetHdr.GSO_NONE && !this.f.hostTso4 && !this.f.hostTso6 && !this.f.hostUso) this.violate('net.driver.45', `gso_type ${gsoType} with no host GSO feature negotiated`);
     if (base === NetHdr.GSO_NONE) {
       // net.device.6 / net.driver.9: frames up to mtu + Ethernet header (+ a VLAN tag) go out whole.
       const limit = this.mtu + ETH_HLEN + 4;
@@ -560,18 +587,43 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     if (base === NetHdr.GSO_TCPV4 && !this.f.hostTso4) return malformed('net.driver.21', 'GSO_TCPV4 without HOST_TSO4');
     if (base === NetHdr.GSO_TCPV6 && !this.f.hostTso6) return malformed('net.driver.23', 'GSO_TCPV6 without HOST_TSO6');
     if (base === NetHdr.GSO_UDP) return malformed('net.driver.25', 'GSO_UDP without HOST_UFO');
-    if (base === NetHdr.GSO_UDP_L4) return malformed('net.driver.27', 'GSO_UDP_L4 without HOST_USO');
-    if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6) return malformed('net.tx.gso_type', `unknown gso_type ${gsoType}`);
+    if (base === NetHdr.GSO_UDP_L4 && !this.f.hostUso) return malformed('net.driver.27', 'GSO_UDP_L4 without HOST_USO');
+    if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6 && base !== NetHdr.GSO_UDP_L4) return malformed('net.tx.gso_type', `unknown gso_type ${gsoType}`);
     if (!needsCsum) return malformed('net.driver.46', 'GSO without NEEDS_CSUM');
     if (gsoSize === 0) return malformed('net.driver.47', 'GSO with gso_size 0');
-    // net.device.21: hdr_len is not trusted; the headers are found by parsing.
-    const info = parseFrame(data);
-    const tcpOk = info.proto === IpProto.TCP && info.headerLen > 0 && (base === NetHdr.GSO_TCPV4 ? info.ipVersion === 4 : info.ipVersion === 6);
-    if (!tcpOk) return malformed('net.driver.45', `gso_type ${gsoType} does not match the frame`);
+    // net.device.21 / net.device.23: hdr_len is not trusted, and the tunnel offsets are read only for tunnel GSO;
+    // the headers are found by parsing.
+    const tun = tunnel ? { outerTh: hv.getUint16(NetHdr.OFF_OUTER_TH, true), innerNh: hv.getUint16(NetHdr.OFF_INNER_NH, true) } : undefined;
+    const layers = gsoLayers(data, { type: base, size: gsoSize, ...(tun ? { tunnel: tun } : {}) });
+    if (typeof layers === 'string') return malformed(tun ? 'net.driver.51' : 'net.driver.45', `gso_type ${gsoType}: ${layers}`);
+    const info = layers.inner;
+    if (tun && (tunnel === T4) !== (info.ipVersion === 4)) return malformed(info.ipVersion === 6 ? 'net.driver.33' : 'net.driver.32', `tunnel bit ${tunnel === T4 ? 'IPV4' : 'IPV6'} with an inner IPv${info.ipVersion} header`);
+    const tcp = info.proto === IpProto.TCP;
+    const wantOff = tcp ? 16 : 6;
     if (this.strict && this.f.hdrLen && hv.getUint16(NetHdr.OFF_HDR_LEN, true) !== info.headerLen) this.violate('net.driver.48', `hdr_len ${hv.getUint16(NetHdr.OFF_HDR_LEN, true)}, headers are ${info.headerLen} bytes`);
     // net.driver.29: with HOST_ECN, a TSO frame carrying CWR must say GSO_ECN.
-    if (this.f.hostEcn && !ecn && data[info.l4 + 13]! & 0x80) this.violate('net.driver.29', 'TSO frame with CWR but no GSO_ECN');
-    if (csumStart !== info.l4 || csumOffset !== 16) return malformed('net.driver.44', `csum_start/offset ${csumStart}/${csumOffset} do not point at the TCP checksum (${info.l4}/16)`);
+    if (tcp && this.f.hostEcn && !ecn && data[info.l4 + 13]! & 0x80) this.violate('net.driver.29', 'TSO frame with CWR but no GSO_ECN');
+    if (csumStart !== info.l4 || csumOffset !== wantOff) return malformed(tun ? 'net.driver.51' : 'net.driver.44', `csum_start/offset ${csumStart}/${csumOffset} do not point at the ${tcp ? 'TCP' : 'UDP'} checksum (${info.l4}/${wantOff})`);
+    if (this.strict) {
+      // net.driver.43: the slot holds the pseudo-header sum (of the whole GSO packet).
+      // (with the GSO packet's length, or with length 0 as some stacks do for GSO)
+      const slot = readBe16(data, info.l4 + wantOff);
+      const ph = csumFold(pseudoHeaderSum(data, info.l3, info.ipVersion === 6, info.proto, info.ipEnd - info.l4));
+      const ph0 = csumFold(pseudoHeaderSum(data, info.l3, info.ipVersion === 6, info.proto, 0));
+      if (slot !== ph && slot !== ph0) this.violate('net.driver.43', `checksum slot 0x${slot.toString(16)}, pseudo-header sum 0x${ph.toString(16)}`);
+      const outer = layers.outer;
+      if (outer) {
+        const oc = readBe16(data, outer.l4 + 6);
+        const oph = csumFold(pseudoHeaderSum(data, outer.l3, outer.ipVersion === 6, IpProto.UDP, readBe16(data, outer.l4 + 4)));
+        if (tunnelCsum && oc !== oph) this.violate('net.driver.53', `outer UDP checksum 0x${oc.toString(16)}, pseudo-header sum 0x${oph.toString(16)}`);
+        if (!tunnelCsum && oc !== 0 && (info.ipEnd - info.headerLen) % gsoSize !== 0) {
+          // 0, or a complete checksum precomputed for equal-sized segments, is all that is allowed here.
+          if (oc === oph) this.violate('net.driver.35', 'outer checksum left for offload without UDP_TUNNEL_CSUM');
+          this.violate('net.driver.54', 'outer UDP checksum needs validation');
+          this.violate('net.driver.55', `outer UDP checksum 0x${oc.toString(16)} is neither 0 nor complete`);
+        }
+      }
+    }
     st.needsCsum = add64(st.needsCsum, 1);
     const payload = info.ipEnd - info.headerLen;
     const segs = Math.max(1, Math.ceil(payload / gsoSize));
@@ -581,7 +633,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       st.gsoSegments = add64(st.gsoSegments, segs);
       st.gsoSegmentsBytes = add64(st.gsoSegmentsBytes, data.length + (segs - 1) * info.headerLen);
     }
-    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen, ecn } };
+    return { data, csum: { start: csumStart, offset: csumOffset }, gso: { type: base, size: gsoSize, hdrLen: info.headerLen, ecn, ...(tun ? { tunnel: tun, outerCsum: tunnelCsum } : {}) } };
   }
 
   /** Strict mode: NEEDS_CSUM must point at the TCP/UDP checksum, which holds the pseudo-header sum (net.driver.42-.44). */
@@ -628,13 +680,27 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const hr = this.f.hashReport ? hash.report : HashReport.NONE;
     const items: RxItem[] = [];
     if (wf.gso) {
-      let canGso = (wf.gso.type === NetHdr.GSO_TCPV4 && this.rxTso4) || (wf.gso.type === NetHdr.GSO_TCPV6 && this.rxTso6);
+      const gt = wf.gso.type;
+      const tun = wf.gso.tunnel;
+      const innerV6 = tun ? (data[tun.innerNh]! >> 4) === 6 : info.ipVersion === 6;
+      let canGso = (gt === NetHdr.GSO_TCPV4 && this.rxTso4) || (gt === NetHdr.GSO_TCPV6 && this.rxTso6) || (gt === NetHdr.GSO_UDP_L4 && (innerV6 ? this.rxUso6 : this.rxUso4));
+      // net.device.49: UDP-tunnel GSO only to a driver that negotiated GUEST_UDP_TUNNEL_GSO.
+      if (tun && !this.rxTunnel) canGso = false;
       // A super-frame carrying ECN (CWR): GSO_ECN with GUEST_ECN (net.device.42); without it, segments (net.device.41).
-      const cwr = info.l4 >= 0 && info.proto === IpProto.TCP && (data[info.l4 + 13]! & 0x80) !== 0;
+      const cwr = !tun && info.l4 >= 0 && info.proto === IpProto.TCP && (data[info.l4 + 13]! & 0x80) !== 0;
       if (cwr && !this.rxEcn) canGso = false;
-      if (canGso && wf.csum) {
+      if (canGso && wf.csum && tun) {
+        // net.device.50/.51/.52: tunnel bit of the inner protocol, both offsets, and an outer UDP
+        // checksum that needs no offload (0 here; net.device.65).
+        const copy = data.slice();
+        writeBe16(copy, tun.outerTh + 6, 0);
+        items.push({ data: copy, flags: NetHdr.F_NEEDS_CSUM, gsoType: gt | (innerV6 ? NetHdr.GSO_UDP_TUNNEL_IPV6 : NetHdr.GSO_UDP_TUNNEL_IPV4), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr, outerTh: tun.outerTh, innerNh: tun.innerNh });
+        st.gsoPackets = add64(st.gsoPackets, 1);
+        st.gsoBytes = add64(st.gsoBytes, data.length);
+        st.needsCsum = add64(st.needsCsum, 1);
+      } else if (canGso && wf.csum) {
         // net.device.55/.56/.59: GSO delivered with NEEDS_CSUM, gso_size and hdr_len.
-        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: wf.gso.type | (cwr ? NetHdr.GSO_ECN : 0), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
+        items.push({ data, flags: NetHdr.F_NEEDS_CSUM, gsoType: gt | (cwr ? NetHdr.GSO_ECN : 0), gsoSize: wf.gso.size, hdrLen: wf.gso.hdrLen, csumStart: wf.csum.start, csumOffset: wf.csum.offset, hashValue: hv, hashReport: hr });
         st.gsoPackets = add64(st.gsoPackets, 1);
         st.gsoBytes = add64(st.gsoBytes, data.length);
         st.needsCsum = add64(st.needsCsum, 1);
@@ -781,9 +847,14 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     v.setUint16(NetHdr.OFF_CSUM_START, it.csumStart, true);
     v.setUint16(NetHdr.OFF_CSUM_OFFSET, it.csumOffset, true);
     if (this.hdrLen >= NetHdr.SIZE_BASE) v.setUint16(NetHdr.OFF_NUM_BUFFERS, numBuffers, true);
-    if (this.hdrLen >= NetHdr.SIZE_HASH) {
+    if (this.hdrLen >= NetHdr.SIZE_HASH && this.f.hashReport) {
       v.setUint32(NetHdr.OFF_HASH_VALUE, it.hashReport === HashReport.NONE ? 0 : it.hashValue, true);
       v.setUint16(NetHdr.OFF_HASH_REPORT, it.hashReport, true);
+    }
+    if (this.hdrLen >= NetHdr.SIZE_TUNNEL) {
+      // net.device.51: tunnel offsets only for tunnel GSO (0 otherwise).
+      v.setUint16(NetHdr.OFF_OUTER_TH, it.outerTh ?? 0, true);
+      v.setUint16(NetHdr.OFF_INNER_NH, it.innerNh ?? 0, true);
     }
     this.rxHeaderHook?.(h, it.data);
     scatter(ctx.mem, chain.writable, 0, h);
@@ -997,13 +1068,18 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         const hi = dv.getUint32(4, true);
         const want = (BigInt(hi) << 32n) | BigInt(lo);
         const features = this.ctx!.features;
-        const allowed = GUEST_OFFLOAD_BITS.reduce((s, b) => (hasFeature(features, b) ? s | bit(b) : s), 0n);
+        // In the offloads bitmask GUEST_UDP_TUNNEL_GSO(_CSUM) take bits 46/47 (their feature bits are 65/66).
+        const featureOf = (b: number): number => (b === 46 ? NetFx.GUEST_UDP_TUNNEL_GSO : b === 47 ? NetFx.GUEST_UDP_TUNNEL_GSO_CSUM : b);
+        const allowed = GUEST_OFFLOAD_BITS.reduce((s, b) => (hasFeature(features, featureOf(b)) ? s | bit(b) : s), 0n);
         // net.driver.101: only negotiated guest offloads may be set.
         if (want & ~allowed) return this.refuse('net.driver.101', `offloads 0x${want.toString(16)} beyond negotiated 0x${allowed.toString(16)}`);
         this.rxCsum = hasFeature(want, NetF.GUEST_CSUM);
         this.rxTso4 = hasFeature(want, NetF.GUEST_TSO4) && this.rxCsum;
         this.rxTso6 = hasFeature(want, NetF.GUEST_TSO6) && this.rxCsum;
         this.rxEcn = hasFeature(want, NetF.GUEST_ECN);
+        this.rxUso4 = hasFeature(want, NetF.GUEST_USO4) && this.rxCsum;
+        this.rxUso6 = hasFeature(want, NetF.GUEST_USO6) && this.rxCsum;
+        this.rxTunnel = hasFeature(want, 46);
         return OK;
       }
       case NetCtrl.CLASS_NOTF_COAL:

@@ -7,9 +7,10 @@
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
 import { NetF, bit } from '../../spec-refs/virtio.ts';
-import { HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
-import { BROADCAST, EtherType, buildEthernet, buildL4Frame, ip4FromString, macFromString, macToString, parseFrame } from '../../drivers/net/packet.ts';
-import { NET_DRIVER_FEATURES, type RxFrame } from '../../drivers/net/driver.ts';
+import { HashReport, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
+import { buildVxlan, gsoSegment, vxlanOffsets } from '../../drivers/net/gso.ts';
+import { BROADCAST, EtherType, buildEthernet, buildL4Frame, ip4FromString, macFromString, macToString, parseFrame, parseIp, verifyChecksums } from '../../drivers/net/packet.ts';
+import { NET_DRIVER_FEATURES, completeReceived, type RxFrame } from '../../drivers/net/driver.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
 import { NetTestbed } from './testbed.ts';
 import { DEFAULT_RSS_KEY, hashPacket } from './rss.ts';
@@ -362,4 +363,62 @@ describe('per-queue reset (VIRTIO_F_RING_RESET)', () => {
     tb.runAll(200_000);
     expect(inj.seen.length).toBeGreaterThan(0);
   });
+});
+
+describe('UDP-tunnel GSO and USO (VXLAN)', () => {
+  const innerOf = (v6: boolean, proto: 'tcp' | 'udp', n: number) =>
+    buildL4Frame({ eth: { dst: macFromString('02:bb:00:00:00:01'), src: macFromString('02:bb:00:00:00:02') }, v6, src: v6 ? new Uint8Array(16).fill(3) : ip4FromString('172.16.0.1'), dst: v6 ? new Uint8Array(16).fill(4) : ip4FromString('172.16.0.2'), proto, srcPort: 7000, dstPort: 8000, seq: 5, csum: 'partial' }, new Uint8Array(n).map((_, i) => (i * 13) & 0xff));
+
+  /** Check every on-the-wire segment: inner checksums valid, outer UDP checksum 0 or valid; return the inner payload. */
+  function innerPayload(segs: Uint8Array[]): number[] {
+    const out: number[] = [];
+    for (const s of segs) {
+      const v = vxlanOffsets(s)!;
+      expect(v).not.toBeNull();
+      const inner = parseIp(s, v.innerNh);
+      expect(verifyChecksums(s, inner).l4).toBe(true);
+      const outer = parseFrame(s);
+      const oc = (s[outer.l4 + 6]! << 8) | s[outer.l4 + 7]!;
+      if (oc !== 0) expect(verifyChecksums(s, outer).l4).toBe(true);
+      out.push(...s.subarray(inner.headerLen, inner.ipEnd));
+    }
+    return out;
+  }
+
+  for (const [hostTunnel, guestTunnel, v6, proto] of [
+    [true, true, false, 'tcp'], [true, false, false, 'tcp'], [false, true, true, 'tcp'], [true, true, true, 'udp'], [true, false, false, 'udp'], [false, false, false, 'udp'],
+  ] as const) {
+    it(`sender ${hostTunnel ? 'with' : 'without'} HOST_UDP_TUNNEL_GSO, receiver ${guestTunnel ? 'with' : 'without'} GUEST_UDP_TUNNEL_GSO, inner ${proto}/ipv${v6 ? 6 : 4}`, () => {
+      const tb = new NetTestbed();
+      const feats = (on: boolean, host: boolean) => (on ? NET_DRIVER_FEATURES : NET_DRIVER_FEATURES & ~bit(host ? NetFx.HOST_UDP_TUNNEL_GSO : NetFx.GUEST_UDP_TUNNEL_GSO));
+      const a = tb.addGuest({ device: { strict: true }, driver: { features: feats(hostTunnel, true) } });
+      const b = tb.addGuest({ driver: { features: feats(guestTunnel, false) } });
+      const inner = innerOf(v6, proto, 9000);
+      const frame = buildVxlan({ eth: { dst: b.driver.mac, src: a.driver.mac }, src: ip4FromString('10.0.0.1'), dst: ip4FromString('10.0.0.2') }, inner.frame);
+      const type = proto === 'udp' ? NetHdr.GSO_UDP_L4 : v6 ? NetHdr.GSO_TCPV6 : NetHdr.GSO_TCPV4;
+      expect(a.driver.send(frame, { gso: { type, size: 1000, tunnel: true } })).toBe(true);
+      a.driver.flushTx();
+      tb.runAll(500_000);
+      expect(a.device.violations).toEqual([]);
+      const got: RxFrame[] = [];
+      for (let f = b.driver.receive(); f; f = b.driver.receive()) got.push(f);
+      expect(b.driver.deviceErrors).toEqual([]);
+      const tunnelGso = got.length === 1 && (got[0]!.gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) !== 0;
+      expect(tunnelGso).toBe(hostTunnel && guestTunnel);
+      let segs: Uint8Array[];
+      if (tunnelGso) {
+        const f = got[0]!;
+        expect(f.gsoType & 0x60).toBe(v6 ? NetHdr.GSO_UDP_TUNNEL_IPV6 : NetHdr.GSO_UDP_TUNNEL_IPV4);
+        const v = vxlanOffsets(f.data)!;
+        expect([f.outerTh, f.innerNh]).toEqual([v.outerTh, v.innerNh]);
+        const data = completeReceived(f);
+        segs = gsoSegment(data, { type: f.gsoType & 0x1f, size: f.gsoSize, tunnel: { outerTh: f.outerTh, innerNh: f.innerNh } })!;
+      } else {
+        segs = got.map((f) => completeReceived(f));
+        expect(got.every((f) => f.outerTh === 0 && f.innerNh === 0)).toBe(true);
+      }
+      expect(segs).toHaveLength(9);
+      expect(Buffer.from(innerPayload(segs)).equals(Buffer.from(inner.frame.subarray(inner.l4 + (proto === 'tcp' ? 20 : 8))))).toBe(true);
+    });
+  }
 });

@@ -44,8 +44,9 @@ describe('transmit header checks (net.driver.15-.47 seen from the device)', () =
     ['GSO with gso_size 0', 'net.driver.47', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4, gsoSize: 0, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
     ['GSO type not matching the frame', 'net.driver.45', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV6, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
     ['UFO never offered', 'net.driver.25', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_UDP, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame]],
-    ['USO never offered', 'net.driver.27', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_UDP_L4, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame]],
-    ['UDP tunnel bits', 'net.driver.56', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
+    ['USO on a TCP frame', 'net.driver.45', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_UDP_L4, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame]],
+    ['a tunnel bit on a frame that is no tunnel', 'net.driver.51', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
+    ['both tunnel bits', 'net.driver.39', (r) => [r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame]],
     ['DATA_VALID on transmit', 'net.driver.59', (r) => [r.header({ flags: NetHdr.F_DATA_VALID }), tcpFrame().frame]],
     ['num_buffers set on transmit', 'net.driver.16', (r) => [r.header({ numBuffers: 3 }), tcpFrame().frame]],
     ['frame above the MTU without GSO', 'net.driver.9', (r) => [r.header(), tcpFrame(3000).frame]],
@@ -71,6 +72,16 @@ describe('transmit header checks (net.driver.15-.47 seen from the device)', () =
     r.transmit(r.header({ flags: NetHdr.F_NEEDS_CSUM, csumStart: f.csumStart, csumOffset: f.csumOffset }), f.frame);
     expect(r.sent).toHaveLength(0);
     expect(r.dev.violations.map((v) => v.id)).toContain('net.driver.17');
+  });
+
+  it('USO and UDP-tunnel GSO without their features are refused (net.driver.27, net.driver.31/.56)', () => {
+    const r = new RawNet({ features: NET_SUPPORTED_FEATURES & ~bit(NetF.HOST_USO) });
+    r.transmit(r.header({ flags: 1, gsoType: NetHdr.GSO_UDP_L4, gsoSize: 500, csumStart: 34, csumOffset: 6 }), tcpFrame(3000, 'partial').frame);
+    expect(r.sent).toHaveLength(0);
+    expect(r.dev.violations.map((v) => v.id)).toEqual(['net.driver.27']);
+    r.transmit(r.header({ flags: 1, gsoType: NetHdr.GSO_TCPV4 | NetHdr.GSO_UDP_TUNNEL_IPV4, gsoSize: 500, csumStart: 34, csumOffset: 16 }), tcpFrame(3000, 'partial').frame);
+    expect(r.sent).toHaveLength(0);
+    expect(r.dev.violations.map((v) => v.id)).toEqual(expect.arrayContaining(['net.driver.27', 'net.driver.31', 'net.driver.56']));
   });
 
   it('GSO_ECN without HOST_ECN is refused (net.driver.28)', () => {

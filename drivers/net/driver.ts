@@ -23,8 +23,9 @@ import { VirtioDriverDevice } from '../core/device.ts';
 import { SplitVirtqueue } from '../core/split.ts';
 import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { ETH_HLEN, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
-import { IpProto, csumAdd, csumFold, parseFrame, writeBe16 } from './packet.ts';
+import { ETH_HLEN, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
+import { gsoLayers, gsoSegment, pseudoHeaderFolded, vxlanOffsets, type TunnelOffsets } from './gso.ts';
+import { IpProto, csumAdd, csumFold, parseFrame, writeBe16, type FrameInfo } from './packet.ts';
 
 /** Everything this driver knows how to use. */
 export const NET_DRIVER_FEATURES: bigint = [
@@ -32,6 +33,7 @@ export const NET_DRIVER_FEATURES: bigint = [
   NetF.HOST_TSO4, NetF.HOST_TSO6, NetF.MRG_RXBUF, NetF.STATUS, NetF.CTRL_VQ, NetF.CTRL_RX, NetF.CTRL_VLAN,
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
+  NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
@@ -59,8 +61,12 @@ export interface NetDriverOptions {
 export interface TxOffload {
   /** Let the device complete the checksum from `start`, storing it at start+offset (pseudo-header already in place). */
   csum?: { start: number; offset: number };
-  /** TCP segmentation: gso_type GSO_TCPV4/GSO_TCPV6 and the MSS. */
-  gso?: { type: number; size: number };
+  /**
+   * Segmentation: gso_type GSO_TCPV4/GSO_TCPV6 (TCP) or GSO_UDP_L4 (UDP) and the payload per segment.
+   * `tunnel`: the frame is a UDP tunnel (true: VXLAN, found by parsing; or explicit offsets) and the
+   * type is the inner packet's.
+   */
+  gso?: { type: number; size: number; tunnel?: boolean | TunnelOffsets };
   /** Transmit queue pair (default: by flow hash). */
   pair?: number;
 }
@@ -79,6 +85,9 @@ export interface RxFrame {
   /** With HASH_REPORT. */
   readonly hashValue: number;
   readonly hashReport: number;
+  /** UDP-tunnel GSO only (net.driver.76: 0 otherwise): outer UDP and inner network header offsets. */
+  readonly outerTh: number;
+  readonly innerNh: number;
 }
 
 export interface DeviceErrorRecord {
@@ -135,7 +144,7 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean };
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean };
   private rxq: Virtqueue<RxBuf>[] = [];
   /** Every receive buffer allocated per pair (reposted after a queue reset). */
   private readonly rxBufs: RxBuf[][] = [];
@@ -164,6 +173,9 @@ export class VirtioNetDriver {
       status: has(NetF.STATUS), ctrl: has(NetF.CTRL_VQ), mq: has(NetF.MQ), mtu: has(NetF.MTU), announce: has(NetF.GUEST_ANNOUNCE),
       hashReport: has(NetF.HASH_REPORT), guestTso4: has(NetF.GUEST_TSO4), guestTso6: has(NetF.GUEST_TSO6),
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
+      hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
+      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
+      guestTunnelCsum: has(NetFx.GUEST_UDP_TUNNEL_GSO_CSUM),
     };
     this.hdrLen = netHdrSize(dev.features);
     this.maxPairs = maxPairs;
@@ -425,19 +437,31 @@ export class VirtioNetDriver {
     // net.driver.68: unknown flag bits ignored.
     if (!this.f.guestCsum && flags & (NetHdr.F_NEEDS_CSUM | NetHdr.F_DATA_VALID)) return drop('net.device.33', `flags ${flags} without GUEST_CSUM`);
     if (flags & NetHdr.F_RSC_INFO) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
-    if (flags & NetHdr.F_UDP_TUNNEL_CSUM) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
-    // net.driver.75 / .77: tunnel GSO types are not negotiated by this driver.
+    if (flags & NetHdr.F_UDP_TUNNEL_CSUM && !this.f.guestTunnelCsum) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
     const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
     if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.driver.75', `gso_type ${gsoType} has both tunnel bits`);
     if (tunnel && (!(flags & NetHdr.F_NEEDS_CSUM) || flags & NetHdr.F_DATA_VALID || (gsoType & 0x1f) === NetHdr.GSO_NONE)) return drop('net.driver.77', `tunnel gso_type ${gsoType} with flags ${flags}`);
-    if (tunnel) return drop('net.device.39', `gso_type ${gsoType}`);
-    const base = gsoType & 0x7f;
+    if (tunnel && !this.f.guestTunnel) return drop('net.device.39', `gso_type ${gsoType} without GUEST_UDP_TUNNEL_GSO`);
+    let outerTh = 0;
+    let innerNh = 0;
+    if (tunnel) {
+      // net.driver.76: the offsets are read only for tunnel GSO, and checked against the frame.
+      outerTh = hv.getUint16(NetHdr.OFF_OUTER_TH, true);
+      innerNh = hv.getUint16(NetHdr.OFF_INNER_NH, true);
+      const l = gsoLayers(data, { type: gsoType & 0x1f, size: Math.max(1, hv.getUint16(NetHdr.OFF_GSO_SIZE, true)), tunnel: { outerTh, innerNh } });
+      if (typeof l === 'string') return drop('net.device.51', `tunnel offsets ${outerTh}/${innerNh}: ${l}`);
+      if ((tunnel === NetHdr.GSO_UDP_TUNNEL_IPV4) !== (l.inner.ipVersion === 4)) return drop('net.device.50', `tunnel bit does not match the inner IPv${l.inner.ipVersion} header`);
+    }
+    const base = gsoType & 0x1f;
     if (gsoType & NetHdr.GSO_ECN && !this.f.guestEcn) return drop('net.device.41', 'GSO_ECN without GUEST_ECN');
     if (base !== NetHdr.GSO_NONE) {
       if (base === NetHdr.GSO_TCPV4 && !this.f.guestTso4) return drop('net.device.35', 'GSO_TCPV4 without GUEST_TSO4');
       if (base === NetHdr.GSO_TCPV6 && !this.f.guestTso6) return drop('net.device.37', 'GSO_TCPV6 without GUEST_TSO6');
-      if (base === NetHdr.GSO_UDP_L4) return drop('net.device.38', 'GSO_UDP_L4 without GUEST_USO');
-      if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6) return drop('net.device.36', `gso_type ${gsoType}`);
+      if (base === NetHdr.GSO_UDP_L4) {
+        const v6 = tunnel ? tunnel === NetHdr.GSO_UDP_TUNNEL_IPV6 : parseFrame(data).ipVersion === 6;
+        if (!(v6 ? this.f.guestUso6 : this.f.guestUso4)) return drop('net.device.38', 'GSO_UDP_L4 without GUEST_USO');
+      }
+      if (base !== NetHdr.GSO_TCPV4 && base !== NetHdr.GSO_TCPV6 && base !== NetHdr.GSO_UDP_L4) return drop('net.device.36', `gso_type ${gsoType}`);
       if (!(flags & NetHdr.F_NEEDS_CSUM)) return drop('net.device.55', 'GSO without NEEDS_CSUM');
       if (gsoSize === 0) return drop('net.device.56', 'GSO with gso_size 0');
     }
@@ -455,6 +479,8 @@ export class VirtioNetDriver {
       numBuffers,
       hashValue: this.f.hashReport ? hv.getUint32(NetHdr.OFF_HASH_VALUE, true) : 0,
       hashReport: this.f.hashReport ? hv.getUint16(NetHdr.OFF_HASH_REPORT, true) : 0,
+      outerTh,
+      innerNh,
     };
     this.stats.rxFrames++;
     if (this.callback) this.callback(fr);
@@ -527,11 +553,17 @@ export class VirtioNetDriver {
     if (frame.length < ETH_HLEN) throw new UsageError('net.tx.short', 'frame shorter than an Ethernet header', { seen: `${frame.length}` });
     const gso = offload.gso;
     if (gso) {
-      let hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6);
+      const tunnel = this.tunnelOf(frame, gso.tunnel);
+      const l = gsoLayers(frame, { type: gso.type, size: gso.size, ...(tunnel ? { tunnel } : {}) });
+      if (typeof l === 'string') throw new UsageError('net.tx.gso', `frame does not match its GSO request: ${l}`);
+      const inner = l.inner;
+      let hw = (gso.type === NetHdr.GSO_TCPV4 && this.f.tso4) || (gso.type === NetHdr.GSO_TCPV6 && this.f.tso6) || (gso.type === NetHdr.GSO_UDP_L4 && this.f.hostUso);
+      // net.driver.31/.56: tunnel GSO only with HOST_UDP_TUNNEL_GSO.
+      if (tunnel && !this.f.hostTunnel) hw = false;
       // net.driver.28: ECN (CWR) in a TSO frame needs HOST_ECN; otherwise segment here.
-      const info = parseFrame(frame);
-      if (hw && info.l4 >= 0 && info.proto === IpProto.TCP && frame[info.l4 + 13]! & 0x80 && !this.f.hostEcn) hw = false;
-      if (!hw) return this.sendSoftwareGso(frame, offload, p);
+      if (hw && inner.proto === IpProto.TCP && frame[inner.l4 + 13]! & 0x80 && !this.f.hostEcn) hw = false;
+      if (!hw) return this.sendSoftwareGso(frame, gso.type, gso.size, tunnel, p);
+      return this.post(p, frame, undefined, { type: gso.type, size: gso.size, tunnel, inner });
     }
     if (!gso && frame.length > this.mtu + ETH_HLEN + 4) {
       // net.driver.9: nothing above mtu + link header without GSO.
@@ -548,8 +580,9 @@ export class VirtioNetDriver {
     return this.post(p, data, csum, gso);
   }
 
-  private sendSoftwareGso(frame: Uint8Array, offload: TxOffload, p: number): boolean {
-    const segs = softwareSegment(frame, offload.gso!.size);
+  private sendSoftwareGso(frame: Uint8Array, type: number, size: number, tunnel: TunnelOffsets | undefined, p: number): boolean {
+    // Segments leave with every checksum complete (outer UDP included), so no offload is asked for.
+    const segs = gsoSegment(frame, { type, size, ...(tunnel ? { tunnel, outerCsum: true } : {}) });
     if (!segs) throw new UsageError('net.tx.gso', 'frame does not match its GSO type');
     const q = this.txq[p]!;
     this.reclaimTx(p);
@@ -567,7 +600,18 @@ export class VirtioNetDriver {
     return true;
   }
 
-  private post(p: number, data: Uint8Array, csum: { start: number; offset: number } | undefined, gso: { type: number; size: number } | undefined): boolean {
+  /** Tunnel offsets for a send request: explicit, found by parsing (VXLAN), or none. */
+  private tunnelOf(frame: Uint8Array, t: boolean | TunnelOffsets | undefined): TunnelOffsets | undefined {
+    if (!t) return undefined;
+    if (t === true) {
+      const v = vxlanOffsets(frame);
+      if (!v) throw new UsageError('net.tx.tunnel', 'not a VXLAN frame (outer UDP to port 4789 with an inner IP packet)');
+      return { outerTh: v.outerTh, innerNh: v.innerNh };
+    }
+    return t;
+  }
+
+  private post(p: number, data: Uint8Array, csum: { start: number; offset: number } | undefined, gso: { type: number; size: number; tunnel?: TunnelOffsets | undefined; inner: FrameInfo } | undefined): boolean {
     const q = this.txq[p]!;
     if (q.numFree < 1) {
       this.reclaimTx(p);
@@ -586,22 +630,37 @@ export class VirtioNetDriver {
       hv.setUint16(NetHdr.OFF_CSUM_OFFSET, csum.offset, true);
     }
     if (gso) {
-      const info = parseFrame(data);
-      if (info.proto !== IpProto.TCP || info.headerLen < 0) throw new UsageError('net.tx.gso', 'GSO frame is not TCP');
+      const info = gso.inner;
+      const tcp = info.proto === IpProto.TCP;
+      const off = tcp ? 16 : 6;
       h[NetHdr.OFF_FLAGS] = NetHdr.F_NEEDS_CSUM;
       // net.driver.29: GSO_ECN when the segments carry ECN (CWR) and HOST_ECN is negotiated.
-      h[NetHdr.OFF_GSO_TYPE] = gso.type | (this.f.hostEcn && data[info.l4 + 13]! & 0x80 ? NetHdr.GSO_ECN : 0);
-      // net.driver.49: hdr_len through the transport header.
+      let type = gso.type | (tcp && this.f.hostEcn && data[info.l4 + 13]! & 0x80 ? NetHdr.GSO_ECN : 0);
+      // net.driver.48/.49: hdr_len through the (inner) transport header.
       hv.setUint16(NetHdr.OFF_HDR_LEN, info.headerLen, true);
       hv.setUint16(NetHdr.OFF_GSO_SIZE, gso.size, true);
+      // net.driver.51: csum_start/csum_offset name the (inner) transport checksum.
       hv.setUint16(NetHdr.OFF_CSUM_START, info.l4, true);
-      hv.setUint16(NetHdr.OFF_CSUM_OFFSET, 16, true);
-      if (!csum) {
-        // GSO needs the pseudo-header sum in the TCP checksum (net.driver.43).
-        data = data.slice();
-        const ph = pseudoHeaderOnly(data, info.l3, info.ipVersion === 6, info.l4);
-        writeBe16(data, info.l4 + 16, ph);
+      hv.setUint16(NetHdr.OFF_CSUM_OFFSET, off, true);
+      data = data.slice();
+      // net.driver.43: the (inner) transport checksum holds the pseudo-header sum.
+      writeBe16(data, info.l4 + off, pseudoHeaderFolded(data, info));
+      if (gso.tunnel) {
+        // net.driver.32/.33: the tunnel bit of the inner IP version; net.driver.51: both offsets.
+        type |= info.ipVersion === 6 ? NetHdr.GSO_UDP_TUNNEL_IPV6 : NetHdr.GSO_UDP_TUNNEL_IPV4;
+        hv.setUint16(NetHdr.OFF_OUTER_TH, gso.tunnel.outerTh, true);
+        hv.setUint16(NetHdr.OFF_INNER_NH, gso.tunnel.innerNh, true);
+        const outer = parseFrame(data);
+        if (this.f.hostTunnelCsum) {
+          // net.driver.35/.53: outer checksum offload: UDP_TUNNEL_CSUM and the outer pseudo-header sum.
+          h[NetHdr.OFF_FLAGS] = NetHdr.F_NEEDS_CSUM | NetHdr.F_UDP_TUNNEL_CSUM;
+          writeBe16(data, gso.tunnel.outerTh + 6, pseudoHeaderFolded(data, { ...outer, proto: IpProto.UDP, l4: gso.tunnel.outerTh }));
+        } else {
+          // net.driver.54/.55: without outer checksum offload the outer UDP checksum is 0.
+          writeBe16(data, gso.tunnel.outerTh + 6, 0);
+        }
       }
+      h[NetHdr.OFF_GSO_TYPE] = type;
     }
     const mem = this.platform.mem;
     mem.writeBytes(slot.addr, h);
@@ -923,56 +982,6 @@ export function finishChecksum(frame: Uint8Array, start: number, offset: number)
   let c = ~csumFold(csumAdd(frame, start, frame.length)) & 0xffff;
   if (c === 0) c = 0xffff;
   writeBe16(frame, start + offset, c);
-}
-
-/** Pseudo-header sum (folded, not complemented) of a TCP segment, for NEEDS_CSUM. */
-function pseudoHeaderOnly(frame: Uint8Array, l3: number, v6: boolean, l4: number): number {
-  let s = v6 ? csumAdd(frame, l3 + 8, l3 + 40) : csumAdd(frame, l3 + 12, l3 + 20);
-  const len = frame.length - l4;
-  s += IpProto.TCP + (len & 0xffff) + Math.floor(len / 0x10000);
-  return csumFold(s);
-}
-
-/** TCP segmentation in software (the device did not offer HOST_TSO), every checksum complete. */
-export function softwareSegment(frame: Uint8Array, mss: number): Uint8Array[] | null {
-  const info = parseFrame(frame);
-  if (info.proto !== IpProto.TCP || info.headerLen < 0 || mss <= 0) return null;
-  const hl = info.headerLen;
-  const end = info.ipEnd;
-  const n = Math.max(1, Math.ceil((end - hl) / mss));
-  const seq = ((frame[info.l4 + 4]! << 24) | (frame[info.l4 + 5]! << 16) | (frame[info.l4 + 6]! << 8) | frame[info.l4 + 7]!) >>> 0;
-  const flags = frame[info.l4 + 13]!;
-  const ipId = info.ipVersion === 4 ? (frame[info.l3 + 4]! << 8) | frame[info.l3 + 5]! : 0;
-  const out: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) {
-    const a = hl + i * mss;
-    const b = Math.min(end, a + mss);
-    const s = new Uint8Array(hl + (b - a));
-    s.set(frame.subarray(0, hl));
-    s.set(frame.subarray(a, b), hl);
-    if (info.ipVersion === 4) {
-      writeBe16(s, info.l3 + 2, s.length - info.l3);
-      writeBe16(s, info.l3 + 4, (ipId + i) & 0xffff);
-      writeBe16(s, info.l3 + 10, 0);
-      const ihl = (s[info.l3]! & 0xf) * 4;
-      writeBe16(s, info.l3 + 10, ~csumFold(csumAdd(s, info.l3, info.l3 + ihl)) & 0xffff);
-    } else {
-      writeBe16(s, info.l3 + 4, s.length - info.l3 - 40);
-    }
-    const sq = (seq + i * mss) >>> 0;
-    s[info.l4 + 4] = sq >>> 24;
-    s[info.l4 + 5] = (sq >>> 16) & 0xff;
-    s[info.l4 + 6] = (sq >>> 8) & 0xff;
-    s[info.l4 + 7] = sq & 0xff;
-    let fl = flags;
-    if (i !== n - 1) fl &= ~(0x01 | 0x08); // FIN, PSH on the last only
-    if (i !== 0) fl &= ~0x80; // CWR on the first only
-    s[info.l4 + 13] = fl;
-    writeBe16(s, info.l4 + 16, pseudoHeaderOnly(s, info.l3, info.ipVersion === 6, info.l4));
-    finishChecksum(s, info.l4, 16);
-    out.push(s);
-  }
-  return out;
 }
 
 /** Complete a received frame's partial checksum (NEEDS_CSUM) in place; returns the frame. */

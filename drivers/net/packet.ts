@@ -387,23 +387,36 @@ export function parseFrame(f: Uint8Array): FrameInfo {
     et = get16(f, off);
   }
   info.ethertype = et;
-  const l3 = off + 2;
+  parseIpInto(f, off + 2, et, info, f.length);
+  return info;
+}
+
+/** Locate the IP and transport layers of a packet whose network header starts at `l3` (e.g. an inner packet of a tunnel). */
+export function parseIp(f: Uint8Array, l3: number, end: number = f.length): FrameInfo {
+  const info: FrameInfo = { len: f.length, vlan: -1, ethertype: -1, l3: -1, ipVersion: 0, ipv6Ext: false, proto: -1, l4: -1, headerLen: -1, ipEnd: end, srcPort: -1, dstPort: -1 };
+  if (l3 < 0 || l3 >= end) return info;
+  const v = f[l3]! >> 4;
+  parseIpInto(f, l3, v === 4 ? EtherType.IPV4 : v === 6 ? EtherType.IPV6 : -1, info, end);
+  return info;
+}
+
+function parseIpInto(f: Uint8Array, l3: number, et: number, info: FrameInfo, limit: number): void {
   if (et === EtherType.IPV4) {
-    if (f.length < l3 + IPV4_HEADER || f[l3]! >> 4 !== 4) return info;
+    if (limit < l3 + IPV4_HEADER || f[l3]! >> 4 !== 4) return;
     const ihl = (f[l3]! & 0xf) * 4;
     const total = get16(f, l3 + 2);
-    if (ihl < IPV4_HEADER || total < ihl || l3 + total > f.length) return info;
+    if (ihl < IPV4_HEADER || total < ihl || l3 + total > limit) return;
     info.l3 = l3;
     info.ipVersion = 4;
     info.ipEnd = l3 + total;
     info.proto = f[l3 + 9]!;
     const fragOff = get16(f, l3 + 6) & 0x1fff;
-    if (fragOff !== 0) return info;
+    if (fragOff !== 0) return;
     info.l4 = l3 + ihl;
   } else if (et === EtherType.IPV6) {
-    if (f.length < l3 + IPV6_HEADER || f[l3]! >> 4 !== 6) return info;
+    if (limit < l3 + IPV6_HEADER || f[l3]! >> 4 !== 6) return;
     const plen = get16(f, l3 + 4);
-    if (l3 + IPV6_HEADER + plen > f.length) return info;
+    if (l3 + IPV6_HEADER + plen > limit) return;
     info.l3 = l3;
     info.ipVersion = 6;
     info.ipEnd = l3 + IPV6_HEADER + plen;
@@ -411,33 +424,33 @@ export function parseFrame(f: Uint8Array): FrameInfo {
     let p = l3 + IPV6_HEADER;
     // Walk a bounded number of extension headers.
     for (let i = 0; i < 8 && (nh === IpProto.HOPOPT || nh === IpProto.ROUTING || nh === IpProto.DSTOPTS || nh === IpProto.FRAGMENT); i++) {
-      if (p + 8 > info.ipEnd) return info;
+      if (p + 8 > info.ipEnd) return;
       info.ipv6Ext = true;
       const next = f[p]!;
       const len = nh === IpProto.FRAGMENT ? 8 : (f[p + 1]! + 1) * 8;
       if (nh === IpProto.FRAGMENT && (get16(f, p + 2) & 0xfff8) !== 0) {
         info.proto = next;
-        return info;
+        return;
       }
       nh = next;
       p += len;
     }
     info.proto = nh;
-    if (p > info.ipEnd) return info;
+    if (p > info.ipEnd) return;
     info.l4 = p;
   } else {
-    return info;
+    return;
   }
   const l4 = info.l4;
   if (info.proto === IpProto.TCP) {
     if (l4 + TCP_HEADER > info.ipEnd) {
       info.l4 = -1;
-      return info;
+      return;
     }
     const doff = (f[l4 + 12]! >> 4) * 4;
     if (doff < TCP_HEADER || l4 + doff > info.ipEnd) {
       info.l4 = -1;
-      return info;
+      return;
     }
     info.headerLen = l4 + doff;
     info.srcPort = get16(f, l4);
@@ -445,7 +458,7 @@ export function parseFrame(f: Uint8Array): FrameInfo {
   } else if (info.proto === IpProto.UDP) {
     if (l4 + UDP_HEADER > info.ipEnd) {
       info.l4 = -1;
-      return info;
+      return;
     }
     info.headerLen = l4 + UDP_HEADER;
     info.srcPort = get16(f, l4);
@@ -453,7 +466,6 @@ export function parseFrame(f: Uint8Array): FrameInfo {
   } else if (info.proto === IpProto.ICMP || info.proto === IpProto.ICMPV6) {
     info.headerLen = Math.min(l4 + 8, info.ipEnd);
   }
-  return info;
 }
 
 /** Where the checksum of the transport protocol sits, relative to the transport header; -1: none known. */
