@@ -8,3 +8,5 @@ import './mmio.ts';
 import './split.ts';
 import './blk.ts';
 import './config.ts';
+import './pci.ts';
+import './packed.ts';
