@@ -14,7 +14,23 @@ export interface QemuXfail {
 /** virtio-mmio version 2 configurations (the modern MMIO register set). */
 const MMIO_V2 = ['microvm-blk', 'microvm-blk-packed', 'microvm-net', 'microvm-net-packed'];
 
+/**
+ * QEMU's packed-ring used descriptors never carry VIRTQ_DESC_F_WRITE (virtqueue_packed_fill_desc,
+ * hw/virtio/virtio.c, writes id, len and the AVAIL/USED bits only), so a driver that follows
+ * packed-ring.tex ("Write Flag"; "Element Address and Length": the length is reserved without
+ * the flag) reads used length 0 for every request, and the blk driver rejects the completion.
+ */
+const PACKED_NO_WRITE_FLAG =
+  'QEMU 7.2 packed ring: used descriptors never carry VIRTQ_DESC_F_WRITE (virtqueue_packed_fill_desc, hw/virtio/virtio.c), ' +
+  'so the reference driver, following packed-ring.tex (Element Length is reserved without the flag), sees used length 0 ' +
+  'and rejects the completion (split.device.16 / the status byte is not covered)';
+const BLK_PACKED = ['q35-blk-packed', 'microvm-blk-packed'];
+
 export const QEMU_XFAIL: readonly QemuXfail[] = [
+  { check: 'blk.device.read-only', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
+  { check: 'blk.device.range-flags', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
+  { check: 'blk.device.write-zeroes', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
+  { check: 'blk.device.zone-requests', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
   {
     check: 'features.device.offer',
     configs: MMIO_V2,
@@ -47,6 +63,15 @@ export const QEMU_XFAIL: readonly QemuXfail[] = [
       'mmio.device.4: on a configuration change QEMU 7.2 sets both InterruptStatus bits, the used-buffer bit included ' +
       'although no buffer was used: virtio_notify_config (hw/virtio/virtio.c) calls virtio_set_isr(vdev, 0x3). ' +
       '(Found with a QMP block_resize; the net configurations fail this check for a reason of ours, see docs/qemu.md)',
+  },
+  {
+    check: 'split.device.framing',
+    configs: ['microvm-blk'],
+    reason:
+      'split.device.8: QEMU 7.2 follows VRING_DESC_F_INDIRECT only on the head descriptor (virtqueue_split_pop and ' +
+      'virtqueue_split_get_avail_bytes, hw/virtio/virtio.c): in a chain of ordinary descriptors ending in an indirect one, ' +
+      'the table is taken for a data buffer; virtio-blk reports "virtio-blk missing headers" and sets DEVICE_NEEDS_RESET. ' +
+      '(The reported counterexample is shrunk on a device already broken by such a chain: the property shares one device.)',
   },
   {
     check: 'status_init.device.idle-before-driver-ok',

@@ -83,6 +83,7 @@ export function findConfig(name: string): QemuConfig | undefined {
  * device in slot s (< 25) to PIRQ E..H as ((s + pin - 1) mod 4) + 4, and in APIC mode PIRQ n is
  * GSI 16 + n (hw/isa/lpc_ich9.c: ich9_cc_init, ich9_pirq_to_gsi).
  */
+/** -1 where the route is not known (only bus 0, slots below 25). */
 export function q35IntxGsi(bus: number, dev: number, _fn: number, pin: number): number {
   if (bus !== 0 || dev >= 25 || pin < 1 || pin > 4) return -1;
   return 16 + (((dev + pin - 1) & 3) + 4);

@@ -128,7 +128,11 @@ export class QtestPlatform implements GuestPlatform {
       mmioWindow: p.mmioWindow,
       mmio64Window: p.mmio64Window,
       ioWindow: p.ioWindow,
-      intxVector: (bus, dev, fn, pin) => VECTOR_BASE + p.intxGsi(bus, dev, fn, pin),
+      intxVector: (bus, dev, fn, pin) => {
+        const gsi = p.intxGsi(bus, dev, fn, pin);
+        if (gsi < 0) throw new UsageError('qtest.intx', 'no INTx route known for this function', { seen: `${bus}:${dev}.${fn} pin ${pin}` });
+        return VECTOR_BASE + gsi;
+      },
       msiMessage: (vector: number) => {
         if (area === undefined) throw new UsageError('qtest.msi', 'this QEMU platform has no MSI area');
         if (!Number.isInteger(vector) || vector < 0x10 || vector > 0xff) throw new UsageError('qtest.msi', 'MSI vector out of range', { expected: '0x10..0xff', seen: String(vector) });
