@@ -195,7 +195,7 @@ export async function runOne(c: Check, target: Target, cfg: ResultConfig, run: P
     runs: c.kind === 'property' ? run.runs : 1,
     ...(run.path !== undefined ? { path: run.path } : {}),
     newDevice: (opts) => {
-      const d = target.newDevice(cfg.device, cfg.transport, opts);
+      const d = target.newDevice(cfg.device, cfg.transport, opts, cfg.ring);
       devices.push(d);
       return d;
     },

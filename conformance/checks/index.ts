@@ -10,3 +10,4 @@ import './blk.ts';
 import './config.ts';
 import './pci.ts';
 import './packed.ts';
+import './net.ts';

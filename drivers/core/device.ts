@@ -179,6 +179,11 @@ export interface DeviceInitOptions {
    * throw if the driver cannot drive this device. The device is then marked FAILED.
    */
   readonly check?: (dev: VirtioDriverDevice) => void;
+  /**
+   * Narrow the chosen features (already `wanted & offered`) before they are written, e.g. to drop
+   * features whose prerequisites the device did not offer (features.driver.2). Added for virtio-net.
+   */
+  readonly select?: (chosen: bigint, offered: bigint) => bigint;
 }
 
 /**
@@ -235,6 +240,7 @@ export class VirtioDriverDevice {
     let wanted = opts.features;
     if (!vqLayouts.has('packed')) wanted &= ~bit(F.RING_PACKED);
     let chosen = wanted & offered;
+    if (opts.select) chosen = opts.select(chosen, offered) & offered;
     if (t.legacy) {
       chosen &= 0xffff_ffffn;
     } else {
