@@ -132,6 +132,19 @@ describe('runner', () => {
     expect(rep.results[1]!.message).toMatch(/unexpected pass/);
   });
 
+  it('xfail per configuration: the table of the result configuration applies, not of another one', async () => {
+    const t: Target = {
+      ...fakeTarget(),
+      xfailFor: (cfg): Record<string, string> => (cfg.device === 'net' ? { 'status_init.device.fake-fail': 'net only' } : {}),
+    };
+    const rep = await runConformance(t, [failCheck], { ...baseCfg, devices: ['net', 'blk'], rings: ['split'] });
+    const by = Object.fromEntries(rep.results.map((r) => [r.config.device, r.status]));
+    expect(by).toEqual({ net: 'xfail', blk: 'fail' });
+    // and the other way round (order of the runs does not matter)
+    const rep2 = await runConformance(t, [failCheck], { ...baseCfg, devices: ['blk', 'net'], rings: ['split'] });
+    expect(Object.fromEntries(rep2.results.map((r) => [r.config.device, r.status]))).toEqual({ net: 'xfail', blk: 'fail' });
+  });
+
   it('shards are deterministic, disjoint and together cover every check; merge gives the unsharded result', async () => {
     const many = Array.from({ length: 40 }, (_, i) => makeCheck({ id: `split.device.c${i}`, title: `c${i}`, statements: ['split.device.1'], side: 'device', kind: 'example', run: () => {} }));
     const shards: RunReport[] = [];

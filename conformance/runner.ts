@@ -220,7 +220,8 @@ export async function runOne(c: Check, target: Target, cfg: ResultConfig, run: P
   const durationMs = Math.round((performance.now() - t0) * 100) / 100;
   const extra = notes.length ? { notes } : {};
   if ('skip' in outcome) return { ...base, status: 'skip', durationMs, message: outcome.skip, ...extra };
-  const xfailReason = target.xfail[c.id];
+  // per configuration: the xfail table of the configuration this result is for (never of another one)
+  const xfailReason = (target.xfailFor ? target.xfailFor(cfg) : target.xfail)[c.id];
   if (outcome.ok) {
     if (xfailReason !== undefined) {
       return { ...base, status: 'fail', durationMs, seed: run.seed, fcSeed, message: `unexpected pass: target ${target.name} lists this check as an expected failure (${xfailReason}); remove the xfail entry`, replay: replayCommand(target.name, c.id, cfg, run.seed, run.runs), ...extra };

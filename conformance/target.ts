@@ -28,6 +28,14 @@ export interface DeviceUnderTest {
   readonly transport: TransportName;
   /** Where the device is: the firmware description of a virtio-mmio device (PCI: found by enumeration). */
   readonly location: PlatformDevice | { readonly kind: 'pci'; readonly bus: number; readonly dev: number; readonly fn: number; readonly name: string };
+  /** Guest RAM (guest-physical ranges), where the target knows it: checks pick addresses outside it from this. */
+  readonly ram?: readonly { readonly base: number; readonly size: number }[];
+  /**
+   * What device DMA to an address outside RAM does on this target: 'fault' (the access fails and the
+   * device sees the error: pvkit's Machine) or 'discard' (the bus takes the bytes and drops them, reads
+   * give all ones: QEMU's unassigned address space, via address_space_map's bounce buffer).
+   */
+  readonly dmaOutsideRam?: 'fault' | 'discard';
   /** Simulated targets only: the machine, for white-box observation (monitor, irq lines). */
   readonly machine?: Machine;
   /** Simulated targets only: the device-side objects (model, transport) for white-box checks. */
@@ -45,8 +53,14 @@ export interface Target {
   /** Transports a run covers when --transport is not given (default: all of `transports`). */
   readonly defaultTransports?: readonly TransportName[];
   readonly rings: readonly RingLayout[];
-  /** Expected failures of this target: check id -> the recorded reason. */
+  /** Expected failures of this target: check id -> the recorded reason (for every configuration; see xfailFor). */
   readonly xfail: Readonly<Record<string, string>>;
+  /**
+   * Expected failures in one configuration (device, transport, ring), when they differ between
+   * configurations (QEMU: per machine and device properties). The runner asks this, with the
+   * configuration of the result, before falling back to `xfail`.
+   */
+  xfailFor?(cfg: { readonly device: string; readonly transport: TransportName; readonly ring: RingLayout }): Readonly<Record<string, string>>;
   /** Whether driver-side checks run here (they need pvkit's simulated checking devices). */
   readonly runsDriverChecks: boolean;
   /** Features the device offers on this target (for applicability), or undefined if unknown without starting it. */

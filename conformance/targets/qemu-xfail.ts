@@ -14,23 +14,7 @@ export interface QemuXfail {
 /** virtio-mmio version 2 configurations (the modern MMIO register set). */
 const MMIO_V2 = ['microvm-blk', 'microvm-blk-packed', 'microvm-net', 'microvm-net-packed'];
 
-/**
- * QEMU's packed-ring used descriptors never carry VIRTQ_DESC_F_WRITE (virtqueue_packed_fill_desc,
- * hw/virtio/virtio.c, writes id, len and the AVAIL/USED bits only), so a driver that follows
- * packed-ring.tex ("Write Flag"; "Element Address and Length": the length is reserved without
- * the flag) reads used length 0 for every request, and the blk driver rejects the completion.
- */
-const PACKED_NO_WRITE_FLAG =
-  'QEMU 7.2 packed ring: used descriptors never carry VIRTQ_DESC_F_WRITE (virtqueue_packed_fill_desc, hw/virtio/virtio.c), ' +
-  'so the reference driver, following packed-ring.tex (Element Length is reserved without the flag), sees used length 0 ' +
-  'and rejects the completion (split.device.16 / the status byte is not covered)';
-const BLK_PACKED = ['q35-blk-packed', 'microvm-blk-packed'];
-
 export const QEMU_XFAIL: readonly QemuXfail[] = [
-  { check: 'blk.device.read-only', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
-  { check: 'blk.device.range-flags', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
-  { check: 'blk.device.write-zeroes', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
-  { check: 'blk.device.zone-requests', configs: BLK_PACKED, reason: PACKED_NO_WRITE_FLAG },
   {
     check: 'features.device.offer',
     configs: MMIO_V2,

@@ -11,7 +11,7 @@
 import type { RingLayout, TransportName } from '../check.ts';
 import { CheckSkip } from '../check.ts';
 import { registerTarget, type DeviceOptions, type DeviceUnderTest, type Target } from '../target.ts';
-import { CONFIGS, DEFAULT_GRID, MICROVM, devicesOf, findConfig, ringsOf, transportsOf, type QemuConfig } from '../../tools/qemu/configs.ts';
+import { CONFIGS, DEFAULT_GRID, MICROVM, RAM_SIZE, devicesOf, findConfig, ringsOf, transportsOf, type QemuConfig } from '../../tools/qemu/configs.ts';
 import { launchQemuSync, type QemuSession } from '../../tools/qemu/launcher.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { F, Mmio } from '../../spec-refs/virtio.ts';
@@ -31,8 +31,6 @@ export interface QemuTargetOptions {
 export const DEFAULT_TIME_SCALE = 20;
 
 let options: QemuTargetOptions = fromEnv();
-/** Configuration of the device most recently started (selects the xfail entries that apply). */
-let current: QemuConfig | undefined;
 const featureCache = new Map<string, bigint>();
 
 function fromEnv(): QemuTargetOptions {
@@ -48,7 +46,6 @@ function fromEnv(): QemuTargetOptions {
 export function configureQemuTarget(o: QemuTargetOptions): void {
   if (o.config !== undefined && !findConfig(o.config)) throw new UsageError('usage.qemu_config', `unknown QEMU configuration ${JSON.stringify(o.config)} (pvkit qemu list shows them)`);
   options = { ...fromEnv(), ...o };
-  current = undefined;
 }
 
 export function qemuTargetOptions(): QemuTargetOptions {
@@ -138,8 +135,13 @@ export const qemuTarget: Target = {
   get rings() {
     return [...new Set(gridConfigs().flatMap(ringsOf))];
   },
+  /** The union over the configurations of the grid (or the pinned one); the runner uses xfailFor per result. */
   get xfail() {
-    return current ? xfailFor(current.name) : {};
+    return Object.assign({}, ...gridConfigs().map((c) => xfailFor(c.name))) as Record<string, string>;
+  },
+  xfailFor(cfg: { readonly device: string; readonly transport: TransportName; readonly ring: RingLayout }) {
+    const c = configFor(cfg.device, cfg.transport, cfg.ring);
+    return c ? xfailFor(c.name) : {};
   },
   runsDriverChecks: false,
   offeredFeatures(device: string): bigint | undefined {
@@ -157,7 +159,6 @@ export const qemuTarget: Target = {
     const base = configFor(device, transport, ring);
     if (!base) throw new CheckSkip(`no QEMU configuration for ${device} over ${transport} with ${ring} rings${pinned() ? ` in ${pinned()!.name}` : ''}`);
     const t = tailor(base, opts);
-    current = base;
     const s: QemuSession = launchQemuSync(t.readOnly ? { ...t.cfg, readOnlyDisks: true } : t.cfg, {
       ...(options.qemu !== undefined ? { qemu: options.qemu } : {}),
       extraArgs: options.extraArgs ?? [],
@@ -172,6 +173,8 @@ export const qemuTarget: Target = {
       platform: p,
       transport,
       location,
+      ram: [{ base: 0, size: RAM_SIZE }],
+      dmaOutsideRam: 'discard',
       internals: {
         qemu: s,
         config: base.name,

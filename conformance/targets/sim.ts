@@ -84,7 +84,8 @@ export const simTarget: Target = {
     const wrap = opts.params?.['__wrap'];
     if (typeof wrap === 'function') model = Object.assign(Object.create(model) as VirtioDeviceModel, (wrap as (m: VirtioDeviceModel) => Partial<VirtioDeviceModel>)(model));
     const { location, internals } = t.attach(machine, model, opts);
-    return { platform: machine.platform, transport, location, machine, internals: { model, ...internals }, dispose() {} };
+    const ram = machine.mem.regions.map((r) => ({ base: r.base, size: r.size }));
+    return { platform: machine.platform, transport, location, machine, ram, dmaOutsideRam: 'fault', internals: { model, ...internals }, dispose() {} };
   },
 };
 

@@ -76,6 +76,8 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   private broken: DeviceMisbehaviourError | undefined;
   private destroyed = false;
   readonly stats = { added: 0, kicks: 0, notifies: 0, used: 0 };
+  /** Deviations from the spec tolerated for interoperability (see getUsed): used lengths taken from descriptors without WRITE. */
+  readonly interop = { lenWithoutWriteFlag: 0 };
 
   constructor(
     private readonly mem: GuestMemoryAccess,
@@ -243,8 +245,21 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     if (!s) {
       return this.fail('used_id', 'used descriptor names a buffer id that is not outstanding', { expected: `an outstanding id < ${this.size}`, seen: `id ${id} at slot ${this.nextUsed}` });
     }
-    // Element length is meaningful only with WRITE (packed "Element Address and Length")
-    const len = flags & F_WRITE ? rawLen : 0;
+    // packed-ring.tex, "Write Flag": in a used descriptor WRITE says whether the device wrote any part
+    // of the buffer; "Element Address and Length": Element Length is how much it wrote, and is reserved
+    // (ignored by drivers) without WRITE. (Descriptive text, no census id; the length itself is the
+    // packed counterpart of split.device.16.) Interop: QEMU 7.2 never sets WRITE in a used descriptor
+    // (virtqueue_packed_fill_desc, hw/virtio/virtio.c, writes id, len and AVAIL/USED only) although it
+    // fills in the length, and Linux's virtio_ring reads the length whatever the flag. So when WRITE is
+    // clear but the buffer had device-writable parts, take the length, still bounded by the writable
+    // length posted (a longer one is rejected below as always) and counted in `interop`. A buffer with
+    // nothing device-writable reads 0 without WRITE, as the spec says.
+    let len: number;
+    if (flags & F_WRITE) len = rawLen;
+    else if (s.writableLen > 0) {
+      len = rawLen;
+      this.interop.lenWithoutWriteFlag++;
+    } else len = 0;
     if (len > s.writableLen) {
       return this.fail('used_len', 'used length larger than the writable length posted', { expected: `<= ${s.writableLen}`, seen: String(len) });
     }
