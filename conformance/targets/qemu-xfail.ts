@@ -16,6 +16,15 @@ const MMIO_V2 = ['microvm-blk', 'microvm-blk-packed', 'microvm-net', 'microvm-ne
 
 export const QEMU_XFAIL: readonly QemuXfail[] = [
   {
+    check: 'blk.device.config',
+    configs: ['microvm-blk', 'microvm-blk-packed'],
+    reason:
+      'blk.device.3: with VIRTIO_BLK_F_CONFIG_WCE negotiated and VIRTIO_BLK_F_FLUSH not, QEMU 7.2 leaves writeback at 1: ' +
+      'virtio_blk_set_status (hw/block/virtio-blk.c) switches the backend to writethrough only when CONFIG_WCE is NOT ' +
+      'negotiated (on purpose, see the comment there), and virtio_blk_update_config reports wce = blk_enable_write_cache(), ' +
+      'which is on with the default cache mode. (The padding bytes of the same check pass.)',
+  },
+  {
     check: 'features.device.offer',
     configs: MMIO_V2,
     reason:
