@@ -12,6 +12,8 @@ export const Status = {
   DRIVER: 2,
   DRIVER_OK: 4,
   FEATURES_OK: 8,
+  /** VIRTIO_F_SUSPEND: the driver asks for / the device reports a suspended device. */
+  SUSPEND: 16,
   DEVICE_NEEDS_RESET: 64,
   FAILED: 128,
 } as const;

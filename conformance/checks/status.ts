@@ -212,7 +212,8 @@ defineCheck({
     r.setStatus(ALL_OK);
     r.setStatus(ALL_OK | SUSPEND);
     let st = r.status();
-    for (let i = 0; i < 100 && !(st & SUSPEND) && !(st & Status.DEVICE_NEEDS_RESET); i++) {
+    // while it finishes requests in flight the device may still show DRIVER_OK: suspended means SUSPEND=1 and DRIVER_OK=0
+    for (let i = 0; i < 100 && !(st & SUSPEND && !(st & Status.DRIVER_OK)) && !(st & Status.DEVICE_NEEDS_RESET); i++) {
       dut.platform.spin(10_000);
       st = r.status();
     }
