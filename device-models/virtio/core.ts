@@ -188,7 +188,7 @@ export class VirtioCore implements RingHost {
     // A ring layout nobody implements is not offered.
     if (!layouts.has('packed')) offered &= ~bit(F.RING_PACKED);
     // The legacy interface has 32 feature bits and no VERSION_1 (features >= 32 all need VERSION_1).
-    if (this.legacy) offered &= 0xffff_ffffn;
+    if (this.legacy) offered &= 0xffff_ffffn & ~(model.legacyWithheldFeatures ?? 0n);
     this._deviceFeatures = offered;
     const n = model.numQueues;
     this.queues = [];

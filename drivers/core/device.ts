@@ -157,6 +157,12 @@ export interface DeviceInitOptions {
    * throw if the driver cannot drive this device. The device is then marked FAILED.
    */
   readonly check?: (dev: VirtioDriverDevice) => void;
+  /**
+   * Runs after the device features are read and before they are written: may read device config
+   * (e.g. a zoned model) and returns the features to accept (a subset of `chosen`). Throw to
+   * give up on the device before FEATURES_OK (it is then marked FAILED).
+   */
+  readonly select?: (dev: VirtioDriverDevice, chosen: bigint) => bigint;
 }
 
 /**
@@ -226,6 +232,7 @@ export class VirtioDriverDevice {
       }
       chosen |= bit(F.VERSION_1); // features.driver.9
     }
+    if (opts.select) chosen = opts.select(this, chosen) & chosen;
     t.setDriverFeatures(chosen);
     this.features = chosen;
     let status = Status.ACKNOWLEDGE | Status.DRIVER;
