@@ -7,4 +7,5 @@ import './features.ts';
 import './mmio.ts';
 import './split.ts';
 import './blk.ts';
+import './blk-zoned.ts';
 import './config.ts';
