@@ -9,3 +9,5 @@ import './split.ts';
 import './blk.ts';
 import './blk-zoned.ts';
 import './config.ts';
+import './pci.ts';
+import './packed.ts';

@@ -5,6 +5,7 @@
  */
 import { Machine } from '../../device-models/machine/machine.ts';
 import { discoverMmio, type MmioTransport } from '../../drivers/transport/mmio.ts';
+import { discoverPci, type PciTransport } from '../../drivers/transport/pci.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from '../../drivers/blk/driver.ts';
 import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
@@ -46,7 +47,14 @@ export function raw(dut: DeviceUnderTest): RawMmio {
 }
 
 /** The driver-side transport for the device under test (probing, as a driver does). */
-export function transportOf(dut: DeviceUnderTest): MmioTransport {
+export function transportOf(dut: DeviceUnderTest): MmioTransport | PciTransport {
+  const loc = dut.location;
+  if (loc.kind === 'pci') {
+    const found = discoverPci(dut.platform, { legacy: dut.transport === 'pci-legacy' });
+    const t = found.transports.find((x) => x.addr.dev === loc.dev && x.addr.fn === loc.fn);
+    if (!t) throw new CheckFailure('the reference driver did not find the device by enumeration', { statements: ['pci.device.2', 'pci.device.3'], seen: found.skipped.map((s) => s.reason).join('; ') || 'nothing' });
+    return t;
+  }
   mmioBase(dut);
   const vector = (dut.location as { vector: number }).vector;
   const found = discoverMmio(dut.platform);
@@ -64,6 +72,7 @@ export function simInternals(dut: DeviceUnderTest): { machine: Machine; core: Vi
 
 export function monitor(dut: DeviceUnderTest, opts: MonitorOptions = {}): Monitor {
   if (!dut.machine) throw new CheckSkip('the monitor needs a simulated machine');
+  if (dut.location.kind !== 'virtio-mmio') throw new CheckSkip('the conformance monitor decodes virtio-mmio registers only (virtio-pci devices: not yet)');
   return attachMonitor(dut.machine, opts);
 }
 
