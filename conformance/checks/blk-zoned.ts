@@ -15,6 +15,9 @@ import { CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 import { monitor, raw, simInternals, transportOf } from './support.ts';
 
+/** ZONED needs FEATURES_OK: zoned devices are checked over the modern interfaces (blk.device.6 covers the legacy ones). */
+const MODERN = ['mmio', 'pci'] as const;
+
 const ZONE = 64; // sectors per zone on the checking device
 const NZ = 8;
 /** zone 0 conventional, 1..5 sequential, 6 read-only, 7 offline */
@@ -64,7 +67,7 @@ defineCheck({
   statements: ['blk.device.9', 'blk.device.10', 'blk.device.12', 'blk.device.13', 'blk.device.14', 'blk.device.15', 'blk.device.17', 'blk.device.18'],
   side: 'device',
   kind: 'example',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { dut, b } = zonedSession(ctx);
     const t = transportOf(dut);
@@ -148,7 +151,7 @@ defineCheck({
   statements: ['blk.device.37', 'blk.device.39', 'blk.device.40', 'blk.device.41', 'blk.device.42', 'blk.device.43', 'blk.device.53', 'blk.device.54'],
   side: 'device',
   kind: 'example',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { b } = zonedSession(ctx);
     const z = (i: number) => i * ZONE;
@@ -187,7 +190,7 @@ defineCheck({
   statements: ['blk.device.38', 'blk.device.44', 'blk.device.45', 'blk.device.46', 'blk.device.47', 'blk.device.49', 'blk.device.50', 'blk.device.51'],
   side: 'device',
   kind: 'property',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { b } = zonedSession(ctx);
     const zs = (i: number) => i * ZONE;
@@ -235,7 +238,7 @@ defineCheck({
   statements: ['blk.device.48'],
   side: 'device',
   kind: 'example',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { b } = zonedSession(ctx, 'hm', { maxAppendSectors: 0 });
     expectEqual(b.info.zoned!.maxAppendSectors, 0, ['blk.device.48'], 'max_append_sectors of the device made without appends');
@@ -249,7 +252,7 @@ defineCheck({
   statements: ['blk.device.55', 'blk.device.56'],
   side: 'device',
   kind: 'example',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { b } = zonedSession(ctx);
     // the device's pattern: what a never-written zone reads as (or the read fails: blk.device.56 allows it)
@@ -281,7 +284,7 @@ defineCheck({
   statements: ['blk.device.57', 'blk.device.58', 'blk.device.59'],
   side: 'device',
   kind: 'example',
-  applies: { devices: ['blk'] },
+  applies: { devices: ['blk'], transports: MODERN },
   run(ctx) {
     const { dut, b } = zonedSession(ctx);
     if (!hasFeature(b.features, BlkF.SECURE_ERASE)) throw new CheckSkip('SECURE_ERASE not negotiated');
@@ -307,6 +310,28 @@ defineCheck({
     const z = zone(b, 3);
     expectEqual(z.state, ZS.EMPTY, ['blk.device.59'], 'zone state after a secure erase (as a ZONE_RESET)');
     expectEqual(z.wp, 3 * ZONE, ['blk.device.59'], 'write pointer after a secure erase (as a ZONE_RESET)');
+  },
+});
+
+defineCheck({
+  id: 'blk.device.zoned-legacy',
+  title: 'over a legacy interface (no FEATURES_OK) a zoned device does not offer VIRTIO_BLK_F_ZONED',
+  statements: ['blk.device.6'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['blk'], transports: ['mmio-legacy', 'pci-legacy'] },
+  run(ctx) {
+    if (ctx.target.name !== 'sim') throw new CheckSkip('needs a zoned device (the sim target makes one)');
+    for (const model of ['hm', 'ha'] as const) {
+      const dut = ctx.newDevice(zonedParams(model));
+      const t = transportOf(dut);
+      t.reset();
+      t.setStatus(Status.ACKNOWLEDGE);
+      t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER);
+      const offered = t.deviceFeatures();
+      expectThat(!hasFeature(offered, BlkF.ZONED), ['blk.device.6'], `a ${model} zoned device offers ZONED over a legacy interface`, 'bit 17 clear', `0x${offered.toString(16)}`);
+      t.reset();
+    }
   },
 });
 

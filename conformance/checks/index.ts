@@ -8,6 +8,7 @@ import './mmio.ts';
 import './split.ts';
 import './blk.ts';
 import './blk-zoned.ts';
+import './blk-assumptions.ts';
 import './config.ts';
 import './pci.ts';
 import './packed.ts';
