@@ -166,7 +166,7 @@ const zopArb: fc.Arbitrary<ZOp> = fc.oneof(
 );
 
 describe('zoned property', () => {
-  fcTest.prop([fc.record({ maxOpen: fc.integer({ min: 0, max: 3 }), maxActive: fc.integer({ min: 0, max: 4 }), maxAppend: fc.constantFrom(8, 16, 64) }), fc.array(zopArb, { minLength: 1, maxLength: 50 })], { numRuns: 40 })(
+  fcTest.prop([fc.record({ maxOpen: fc.integer({ min: 0, max: 3 }), maxActive: fc.integer({ min: 0, max: 4 }), maxAppend: fc.constantFrom(8, 16, 64) }), fc.array(zopArb, { minLength: 1, maxLength: 50 })], { numRuns: 30 })(
     'random zone operations keep the disk, zone states and write pointers equal to the model',
     (cfg, ops) => {
       const maxActive = cfg.maxActive && cfg.maxActive < cfg.maxOpen ? cfg.maxOpen : cfg.maxActive;
