@@ -149,9 +149,9 @@ export class ZoneSet {
   }
 
   /**
-   * A read of [sector, sector + sectors): S_OK or an error status. `unwritten` gets the parts
-   * that are unwritten data (they read as the fill pattern, which device.ts guarantees by
-   * zeroing ranges when they become unwritten).
+   * A read of [sector, sector + sectors): S_OK or an error status. Unwritten data in the range
+   * reads as the fill pattern (zeroes), which device.ts guarantees by zeroing ranges when they
+   * become unwritten.
    */
   checkRead(sector: number, sectors: number): number {
     const z = this.zoneOf(sector);
