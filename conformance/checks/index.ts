@@ -12,3 +12,4 @@ import './blk-assumptions.ts';
 import './config.ts';
 import './pci.ts';
 import './packed.ts';
+import './net.ts';

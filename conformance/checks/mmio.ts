@@ -9,7 +9,7 @@ import { F, Mmio, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { attachMonitor } from '../monitor.ts';
 import { RawSplitRing } from '../hostile.ts';
-import { validRequest } from './requests.ts';
+import { validRequest, needsRequestQueue } from './requests.ts';
 import { monitor, raw, simInternals, startRef } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
@@ -51,6 +51,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     // a sequence of: complete a request (used event), ack bit 0, ack bit 1, read only
     checkProperty(ctx, ['mmio.device.3'], [fc.array(fc.constantFrom('use', 'ack-used', 'ack-config', 'read', 'config'), { minLength: 1, maxLength: 12 })], (ops) => {
       const { dut, r, ring, deviceId } = live(ctx);
@@ -120,6 +121,7 @@ defineCheck({
   kind: 'example',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     const { dut, r, ring, deviceId, accepted } = live(ctx, { extraFeatures: bit(F.RING_RESET) }, bit(F.VERSION_1) | bit(F.RING_RESET) | 0xffffn);
     if (!(accepted & bit(F.RING_RESET))) throw new CheckSkip('device does not offer VIRTIO_F_RING_RESET');
     r.w(Mmio.QUEUE_SEL, 0);

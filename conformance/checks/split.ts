@@ -8,7 +8,7 @@ import { F, Mmio, Split, Status, bit, featureSet } from '../../spec-refs/virtio.
 import { CheckFailure, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { RawSplitRing, type RawMmio } from '../hostile.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
-import { validRequest, type Seg } from './requests.ts';
+import { validRequest, type Seg, needsRequestQueue } from './requests.ts';
 import { monitor, raw, simInternals, startRef } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
@@ -65,6 +65,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     const l = live(ctx, bit(F.INDIRECT_DESC));
     const indirect = (l.accepted & bit(F.INDIRECT_DESC)) !== 0n;
     let next = 0;
@@ -99,6 +100,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     const l = live(ctx, bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX));
     const mon = monitor(l.dut);
     let next = 0;
@@ -147,6 +149,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     checkProperty(ctx, ['split.device.11'], [fc.boolean(), fc.constantFrom(0, 1), fc.integer({ min: -3, max: 3 })], (eventIdx, availFlags, eventDelta) => {
       const l = live(ctx, eventIdx ? bit(F.EVENT_IDX) : 0n);
       const ei = (l.accepted & bit(F.EVENT_IDX)) !== 0n;
@@ -194,6 +197,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     checkProperty(ctx, ['split.device.22'], [fc.array(fc.constantFrom(0, 1, 7, 0xffff), { minLength: 1, maxLength: 8 })], (queues) => {
       const l = live(ctx, 0n);
       for (const q of queues) l.r.notify(q);
@@ -220,6 +224,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     const kinds: Hostile[] = ['loop', 'next-oob', 'head-oob', 'outside-ram', 'huge-len', 'write-then-read', 'indirect-nested', 'indirect-bad-len', 'indirect-next', 'zero-len', 'avail-jump'];
     checkProperty(ctx, ['split.device.3'], [fc.constantFrom(...kinds), fc.boolean()], (kind, validFirst) => {
       const l = live(ctx, bit(F.INDIRECT_DESC));

@@ -10,7 +10,7 @@ import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 
 const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';
-import { validRequest } from './requests.ts';
+import { validRequest, needsRequestQueue } from './requests.ts';
 import { monitor, newDeviceWith, raw, simInternals, startRef, transportOf } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
@@ -26,6 +26,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     checkProperty(ctx, ['status_init.device.4', 'mmio.device.5'], [fc.integer({ min: 0, max: 5 })], (stage) => {
       const dut = ctx.newDevice();
       const r = raw(dut);
@@ -116,6 +117,7 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     checkProperty(ctx, ['status_init.device.5'], [fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 200_000 })], (inflight, resetAfterNs) => {
       const dut = ctx.newDevice({ params: { latencyNs: 100_000, completionDelayNs: 100_000 } });
       const r = raw(dut);
@@ -157,6 +159,7 @@ defineCheck({
   kind: 'example',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
+    needsRequestQueue(ctx);
     const dut = ctx.newDevice();
     const r = raw(dut);
     r.probe();

@@ -2,6 +2,7 @@
  * What the built-in `sim` target is made of: pvkit's transports and device models, registered by
  * name. Add a device model or transport here when it lands.
  */
+import { VirtioNetDevice, NET_SUPPORTED_FEATURES, type NetDeviceOptions } from '../../device-models/net/device.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { attachVirtioPci } from '../../device-models/virtio/pci.ts';
 import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
@@ -90,5 +91,19 @@ registerSimDevice({
       ringFeatures: ring,
     });
     return dev;
+  },
+});
+
+/** virtio-net: pvkit's device model; params are NetDeviceOptions (the checks plug the NIC into their own switch). */
+registerSimDevice({
+  name: 'net',
+  offeredFeatures: NET_SUPPORTED_FEATURES,
+  create(_m, opts) {
+    const p = (opts.params ?? {}) as NetDeviceOptions;
+    return new VirtioNetDevice({
+      ...(opts.queueMaxSize !== undefined ? { queueSize: opts.queueMaxSize } : {}),
+      ...p,
+      ...(opts.offerMask !== undefined || opts.extraFeatures !== undefined ? { features: ((p.features ?? NET_SUPPORTED_FEATURES) | (opts.extraFeatures ?? 0n)) & (opts.offerMask ?? -1n) } : {}),
+    });
   },
 });

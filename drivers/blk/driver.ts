@@ -237,7 +237,7 @@ export class VirtioBlkDriver {
       timeoutNs: opts.timeoutNs,
       configRetries: opts.configRetries ?? 64,
       // before the features are written: the zone model decides ZONED and DISCARD
-      select: (d, chosen) => {
+      configSelect: (d, chosen) => {
         if (!hasFeature(d.offered, BlkF.ZONED) || d.transport.legacy) return chosen & ~bit(BlkF.ZONED);
         const model = d.config8(BlkConfig.ZONED + BlkZonedConfig.MODEL);
         if (model === BlkZoneModel.HM) {

@@ -180,11 +180,16 @@ export interface DeviceInitOptions {
    */
   readonly check?: (dev: VirtioDriverDevice) => void;
   /**
-   * Runs after the device features are read and before they are written: may read device config
-   * (e.g. a zoned model) and returns the features to accept (a subset of `chosen`). Throw to
-   * give up on the device before FEATURES_OK (it is then marked FAILED).
+   * Narrow the chosen features (already `wanted & offered`) before they are written, e.g. to drop
+   * features whose prerequisites the device did not offer (features.driver.2). Added for virtio-net.
    */
-  readonly select?: (dev: VirtioDriverDevice, chosen: bigint) => bigint;
+  readonly select?: (chosen: bigint, offered: bigint) => bigint;
+  /**
+   * Runs after `select`, before the features are written: may read device config (e.g. a zoned
+   * model) and returns the features to accept (a subset of `chosen`). Throw to give up on the
+   * device before FEATURES_OK (it is then marked FAILED). Added for zoned virtio-blk.
+   */
+  readonly configSelect?: (dev: VirtioDriverDevice, chosen: bigint) => bigint;
 }
 
 /**
@@ -245,6 +250,7 @@ export class VirtioDriverDevice {
     let wanted = opts.features;
     if (!vqLayouts.has('packed')) wanted &= ~bit(F.RING_PACKED);
     let chosen = wanted & offered;
+    if (opts.select) chosen = opts.select(chosen, offered) & offered;
     if (t.legacy) {
       chosen &= 0xffff_ffffn;
     } else {
@@ -254,7 +260,7 @@ export class VirtioDriverDevice {
       }
       chosen |= bit(F.VERSION_1); // features.driver.9
     }
-    if (opts.select) chosen = opts.select(this, chosen) & chosen;
+    if (opts.configSelect) chosen = opts.configSelect(this, chosen) & chosen;
     t.setDriverFeatures(chosen);
     this.features = chosen;
     let status = Status.ACKNOWLEDGE | Status.DRIVER;

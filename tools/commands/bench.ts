@@ -2,6 +2,8 @@ import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
 import { BLK_RINGS, BLK_TRANSPORTS, isLegacyTransport, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
+import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
+import { netBench } from '../bench/net.ts';
 
 /** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
 function usage(msg: string): UsageError {
@@ -18,6 +20,7 @@ interface BenchArgs {
   scenario?: string;
   'event-idx': boolean;
   indirect: boolean;
+  trace?: string;
 }
 
 function fmt(n: number, digits = 0): string {
@@ -37,10 +40,10 @@ function printText(r: BlkBenchResult): void {
 /** `pvkit bench blk`: virtio-blk random-read scenarios on the simulated machine. */
 export const benchCommand: CommandModule<object, BenchArgs> = {
   command: 'bench <target>',
-  describe: 'benchmark a device on the simulated machine (targets: blk)',
+  describe: 'benchmark a device on the simulated machine (targets: blk, net)',
   builder: (y) =>
     y
-      .positional('target', { type: 'string', describe: 'what to benchmark: blk' })
+      .positional('target', { type: 'string', describe: 'what to benchmark: blk, net' })
       .option('json', { type: 'boolean', default: false, describe: 'one JSON object per line per scenario' })
       .option('seconds', { type: 'number', default: 3, describe: 'wall-clock seconds measured per scenario' })
       .option('depth', { type: 'number', describe: 'queue depth (default: the scenario\'s, 128)' })
@@ -48,9 +51,20 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('ring', { type: 'string', default: 'split', describe: `ring layout(s), comma-separated or 'all': ${BLK_RINGS.join(', ')}` })
       .option('scenario', { type: 'string', describe: `run one scenario: ${BLK_SCENARIOS.map((s) => s.name).join(', ')}` })
       .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
-      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
+      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' })
+      .option('trace', { ...TRACE_OPTION, describe: `${TRACE_OPTION.describe}; the first 200,000 events, and figures measured while tracing are slower` }) as never,
   handler: (args) => {
-    if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk)`);
+    if (args.target === 'net') {
+      const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
+      trace?.label('bench net');
+      try {
+        netBench({ json: args.json, seconds: args.seconds, transport: args.transport, ring: args.ring, scenario: args.scenario });
+      } finally {
+        if (trace) console.error(trace.finish());
+      }
+      return;
+    }
+    if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk, net)`);
     if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
     if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw usage('--depth must be an integer from 1 to 8192');
     const transports = args.transport === 'all' ? [...BLK_TRANSPORTS] : args.transport.split(',');
@@ -71,7 +85,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     }
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
     if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
     for (const sc of scenarios) for (const [transport, ring] of combos) {
+      trace?.label(`bench ${sc.name} ${transport}/${ring}`);
       const r = runBlkScenario(sc, {
         transport,
         ring,
@@ -83,5 +99,6 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       if (args.json) console.log(JSON.stringify(r));
       else printText(r);
     }
+    if (trace) console.error(trace.finish());
   },
 };

@@ -61,6 +61,6 @@ describe('pvkit demo', () => {
     } finally {
       spy.mockRestore();
     }
-    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk)\n", 'pvkit: --ring must be one of split, packed (or a comma-separated list, or all)\n', 'pvkit: --seconds must be a positive number\n', 'pvkit: --ring packed cannot run over pci-transitional: a legacy interface negotiates feature bits 0..31 only\n']);
+    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk, net)\n", 'pvkit: --ring must be one of split, packed (or a comma-separated list, or all)\n', 'pvkit: --seconds must be a positive number\n', 'pvkit: --ring packed cannot run over pci-transitional: a legacy interface negotiates feature bits 0..31 only\n']);
   });
 });
