@@ -122,6 +122,8 @@ export function checkProperty<Ts extends [unknown, ...unknown[]]>(ctx: Pick<Targ
   const r = fc.check(prop as fc.IProperty<unknown>, params);
   if (!r.failed) return;
   const inner = r.errorInstance;
+  // a property that finds the check does not apply (e.g. it drives registers this transport lacks) skips, it does not fail
+  if (inner instanceof CheckSkip) throw inner;
   const cx = r.counterexample ? fc.stringify(r.counterexample) : undefined;
   const innerStatements = inner instanceof PvkitError && inner.statements.length > 0 ? inner.statements : statements;
   const base = inner instanceof CheckFailure ? inner.summary : inner instanceof Error ? inner.message : `property failed: ${String(inner)}`;

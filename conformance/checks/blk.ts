@@ -204,7 +204,7 @@ defineCheck({
   statements: ['blk.driver.12', 'blk.driver.14', 'blk.driver.16', 'blk.driver.17', 'blk.driver.18', 'blk.driver.19', 'blk.driver.20', 'blk.driver.21', 'blk.driver.24', 'blk.driver.4'],
   side: 'driver',
   kind: 'property',
-  applies: { devices: ['blk'], transports: ['mmio'] },
+  applies: { rings: ['split'], devices: ['blk'], transports: ['mmio'] }, // the monitor parses split rings on virtio-mmio
   run(ctx) {
     const op = fc.oneof(
       fc.record({ k: fc.constant('read' as const), sector: fc.integer({ min: -2, max: 2100 }), bytes: fc.integer({ min: 0, max: 4200 }) }),

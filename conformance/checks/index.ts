@@ -8,4 +8,6 @@ import './mmio.ts';
 import './split.ts';
 import './blk.ts';
 import './config.ts';
+import './pci.ts';
+import './packed.ts';
 import './net.ts';

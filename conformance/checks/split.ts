@@ -353,7 +353,7 @@ defineCheck({
   statements: ['split.driver.1', 'split.driver.2', 'split.driver.4', 'split.driver.6', 'split.driver.7', 'split.driver.8', 'split.driver.9', 'split.driver.11', 'split.driver.12', 'split.driver.14', 'split.driver.19', 'split.driver.22', 'split.driver.24', 'features.driver.13'],
   side: 'driver',
   kind: 'property',
-  applies: { rings: ['split'], transports: ['mmio'] },
+  applies: { rings: ['split'], transports: ['mmio'] }, // the monitor parses split rings on virtio-mmio
   run(ctx) {
     checkProperty(ctx, ['split.driver.2'], [fc.boolean(), fc.boolean(), fc.integer({ min: 4, max: 64 }), fc.integer()], (indirect, eventIdx, qsize, seed) => {
       const without = (indirect ? 0n : bit(F.INDIRECT_DESC)) | (eventIdx ? 0n : bit(F.EVENT_IDX));

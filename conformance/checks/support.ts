@@ -3,8 +3,10 @@
  * the monitor), raw register access for hostile drivers, a small I/O workload per device kind,
  * and a blk request judge for the monitor (driver-side blk rules).
  */
+import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { discoverMmio, type MmioTransport } from '../../drivers/transport/mmio.ts';
+import { discoverPci, type PciTransport } from '../../drivers/transport/pci.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from '../../drivers/blk/driver.ts';
 import { NET_DRIVER_FEATURES, VirtioNetDriver } from '../../drivers/net/driver.ts';
@@ -48,7 +50,14 @@ export function raw(dut: DeviceUnderTest): RawMmio {
 }
 
 /** The driver-side transport for the device under test (probing, as a driver does). */
-export function transportOf(dut: DeviceUnderTest): MmioTransport {
+export function transportOf(dut: DeviceUnderTest): MmioTransport | PciTransport {
+  const loc = dut.location;
+  if (loc.kind === 'pci') {
+    const found = discoverPci(dut.platform, { legacy: dut.transport === 'pci-legacy' });
+    const t = found.transports.find((x) => x.addr.dev === loc.dev && x.addr.fn === loc.fn);
+    if (!t) throw new CheckFailure('the reference driver did not find the device by enumeration', { statements: ['pci.device.2', 'pci.device.3'], seen: found.skipped.map((s) => s.reason).join('; ') || 'nothing' });
+    return t;
+  }
   mmioBase(dut);
   const vector = (dut.location as { vector: number }).vector;
   const found = discoverMmio(dut.platform);
@@ -66,6 +75,7 @@ export function simInternals(dut: DeviceUnderTest): { machine: Machine; core: Vi
 
 export function monitor(dut: DeviceUnderTest, opts: MonitorOptions = {}): Monitor {
   if (!dut.machine) throw new CheckSkip('the monitor needs a simulated machine');
+  if (dut.location.kind !== 'virtio-mmio') throw new CheckSkip('the conformance monitor decodes virtio-mmio registers only (virtio-pci devices: not yet)');
   return attachMonitor(dut.machine, opts);
 }
 
@@ -139,7 +149,7 @@ export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { witho
  * virtio-net under the reference driver. The I/O workload loops the NIC's wire back to itself
  * (white-box: the model's backend), so every frame sent comes back through the receive queue.
  */
-function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: MmioTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
+function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: VirtioTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
   const nic = dut.internals?.['model'];
   if (!(nic instanceof VirtioNetDevice)) throw new CheckSkip('virtio-net I/O needs the simulated device (its wire is looped back)');
   nic.connect({ send: (wf) => nic.receive(wf) });

@@ -4,11 +4,12 @@
  */
 import { VirtioNetDevice, NET_SUPPORTED_FEATURES, type NetDeviceOptions } from '../../device-models/net/device.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
+import { attachVirtioPci } from '../../device-models/virtio/pci.ts';
 import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { VirtioBlkDevice, DEFAULT_BLK_FEATURES, type VirtioBlkOptions } from '../../device-models/blk/device.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { featureSet, F, bit } from '../../spec-refs/virtio.ts';
-import { registerSimDevice, registerSimTransport } from './sim.ts';
+import { registerSimDevice, registerSimRing, registerSimTransport } from './sim.ts';
 
 for (const legacy of [false, true]) {
   registerSimTransport({
@@ -20,6 +21,29 @@ for (const legacy of [false, true]) {
     },
   });
 }
+
+// virtio-pci: 'pci' is a modern function; 'pci-legacy' a transitional one driven through its legacy
+// interface. params: msixVectors, mappableVectors, notifyOffMultiplier (VirtioPciOptions).
+for (const legacy of [false, true]) {
+  registerSimTransport({
+    name: legacy ? 'pci-legacy' : 'pci',
+    attach(machine, model, opts) {
+      const p = opts.params ?? {};
+      const num = (k: string): number | undefined => (typeof p[k] === 'number' ? (p[k] as number) : undefined);
+      const a = attachVirtioPci(machine, model, {
+        mode: legacy ? 'transitional' : 'modern',
+        notifyLatencyNs: Number(p['notifyLatencyNs'] ?? 500),
+        ...(num('msixVectors') !== undefined ? { msixVectors: num('msixVectors') } : {}),
+        ...(num('mappableVectors') !== undefined ? { mappableVectors: num('mappableVectors') } : {}),
+        ...(num('notifyOffMultiplier') !== undefined ? { notifyOffMultiplier: num('notifyOffMultiplier') } : {}),
+      });
+      const core = legacy ? a.transport.legacyCore! : a.core;
+      return { location: { kind: 'pci', bus: 0, dev: a.fn.dev, fn: a.fn.fn, name: `virtio-pci:${model.name}` }, internals: { core, transport: a.transport, fn: a.fn } };
+    },
+  });
+}
+
+registerSimRing('packed');
 
 registerSimDevice({
   name: 'echo',
@@ -33,7 +57,7 @@ registerSimDevice({
     }),
 });
 
-const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX);
+const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED);
 
 /** virtio-blk on a RAM disk (default 4 MiB). params: any VirtioBlkOptions field, plus diskBytes. */
 registerSimDevice({

@@ -62,8 +62,8 @@ export const simTarget: Target = {
     return [...transports.keys()];
   },
   get defaultTransports() {
-    // the legacy interfaces are checked when asked for (--transport mmio-legacy)
-    return [...transports.keys()].filter((t) => !t.endsWith('-legacy'));
+    // every interface the built-in devices have, legacy ones included: the main job checks them all
+    return [...transports.keys()];
   },
   get rings() {
     // the packed ring joins as soon as the core has an implementation registered

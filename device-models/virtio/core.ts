@@ -15,6 +15,7 @@ import { DriverMisbehaviourError, PvkitError, hex } from '../../spec-refs/errors
 import { F, Status, bit, featureWord, hasFeature, statusNames, withFeatureWord } from '../../spec-refs/virtio.ts';
 import type { Chain, DeviceContext, DeviceQueue, VirtioDeviceModel } from './model.ts';
 import { splitLayout } from './split-queue.ts';
+import { packedLayout } from './packed-queue.ts';
 
 /** What a transport does for the core: raise its interrupts. */
 export interface TransportSignals {
@@ -79,7 +80,10 @@ export interface RingLayout {
   create(host: RingHost, cfg: Readonly<QueueConfig>, opts: RingOptions): CoreQueue;
 }
 
-const layouts = new Map<'split' | 'packed', RingLayout>([['split', splitLayout]]);
+const layouts = new Map<'split' | 'packed', RingLayout>([
+  ['split', splitLayout],
+  ['packed', packedLayout],
+]);
 
 /** Install a ring layout (split-queue.ts and packed-queue.ts call this when imported). */
 export function registerRingLayout(layout: RingLayout): void {

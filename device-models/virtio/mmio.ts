@@ -321,8 +321,12 @@ export class VirtioMmioDevice implements RegisterHandler, TransportSignals {
   }
 }
 
-/** Feature bits virtio-mmio can carry: everything but SR-IOV. */
-export const MMIO_TRANSPORT_FEATURES = ((1n << 128n) - 1n) & ~bit(F.SR_IOV);
+/**
+ * Feature bits virtio-mmio can carry: everything but SR-IOV, and NOTIF_CONFIG_DATA (the per-queue
+ * notification value is a virtio-pci field, queue_notif_config_data; virtio-mmio has no register
+ * for it, transport-mmio.tex).
+ */
+export const MMIO_TRANSPORT_FEATURES = ((1n << 128n) - 1n) & ~bit(F.SR_IOV) & ~bit(F.NOTIF_CONFIG_DATA);
 
 export interface AttachMmioOptions {
   legacy?: boolean;

@@ -74,6 +74,13 @@ export class SplitDeviceQueue implements CoreQueue {
   private readonly mem: GuestMemory;
   private readonly eventIdx: boolean;
   private readonly indirectOk: boolean;
+  private readonly inOrder: boolean;
+  /** IN_ORDER: heads in the order they were taken, completion marks, and the pending batch. */
+  private readonly order: Uint16Array;
+  private orderFront = 0;
+  private orderCount = 0;
+  private readonly doneLen: Float64Array;
+  private batch: { id: number; len: number; count: number; full: boolean } | null = null;
   // cached views of the three areas
   private readonly dv: DataView;
   private readonly dOff: number;
@@ -104,6 +111,9 @@ export class SplitDeviceQueue implements CoreQueue {
     this.mask = cfg.size - 1;
     this.eventIdx = opts.eventIdx;
     this.indirectOk = opts.indirect;
+    this.inOrder = opts.inOrder;
+    this.order = new Uint16Array(opts.inOrder ? cfg.size : 0);
+    this.doneLen = new Float64Array(opts.inOrder ? cfg.size : 0).fill(-1);
     const s = splitAreaSizes(cfg.size);
     // validate() has checked that each area lies in one RAM region
     const d = regionFor(this.mem, cfg.desc, s.desc)!;
@@ -164,6 +174,10 @@ export class SplitDeviceQueue implements CoreQueue {
     this.lastAvail = (last + 1) & 0xffff;
     this.inFlight[head] = 1;
     this.numInFlight++;
+    if (this.inOrder) {
+      this.order[(this.orderFront + this.orderCount) & this.mask] = head;
+      this.orderCount++;
+    }
     // split.device.21: with EVENT_IDX, ask for a notification when the next entry is published.
     if (this.eventIdx && this.notifyEnabled) this.uv.setUint16(this.uOff + 4 + 8 * this.size, this.lastAvail, true);
     return chain;
@@ -252,6 +266,11 @@ export class SplitDeviceQueue implements CoreQueue {
       else if (sawWritable) return this.fail('split.order', 'device-readable descriptor after a device-writable one', ['split.driver.2'], 'readable descriptors first', `readable after writable in chain ${head}`);
       if (!(flags & Split.DESC_F_NEXT)) break;
       if (next >= tableLen) return this.fail('split.next_range', 'next index out of range', [], `< ${tableLen}`, String(next));
+      if (this.inOrder) {
+        // split.driver.5 / split.driver.10: with IN_ORDER, descriptors follow each other in ring / table order
+        const want = inIndirect ? i + 1 : (i + 1) & this.mask;
+        if (next !== want) return this.fail('split.in_order_next', 'IN_ORDER chain does not use the next descriptor in order', [inIndirect ? 'split.driver.10' : 'split.driver.5'], String(want), String(next));
+      }
       i = next;
     }
     if (totR > 0xffff_ffff || totW > 0xffff_ffff) return this.fail('split.total_len', 'chain direction longer than 2^32 - 1 bytes', ['split.driver.4'], '< 2^32 bytes', `${totR} / ${totW}`);
@@ -274,6 +293,10 @@ export class SplitDeviceQueue implements CoreQueue {
     let n = written >>> 0;
     if (!(written >= 0)) n = 0;
     if (n > chain.writableLen) n = chain.writableLen;
+    if (this.inOrder) {
+      this.pushInOrder(id, n);
+      return;
+    }
     const uv = this.uv;
     const slot = this.uOff + 4 + 8 * (this.usedIdx & this.mask);
     uv.setUint32(slot, id, true);
@@ -286,8 +309,57 @@ export class SplitDeviceQueue implements CoreQueue {
     this.pushesSinceSignal++;
   }
 
+  /**
+   * IN_ORDER: completions leave in the order the buffers were taken (early ones wait), and a run
+   * of buffers is reported with one used entry for the last of them, used idx moving by the run's
+   * length. Only buffers written completely are folded into a run, since the driver takes the
+   * buffers before the reported one as fully used (split-ring.tex "In-order use of descriptors").
+   */
+  private pushInOrder(id: number, n: number): void {
+    if (this.doneLen[id]! >= 0) {
+      this.modelErrors++;
+      return;
+    }
+    this.doneLen[id] = n;
+    while (this.orderCount > 0) {
+      const head = this.order[this.orderFront]!;
+      const len = this.doneLen[head]!;
+      if (len < 0) break;
+      this.orderFront = (this.orderFront + 1) & this.mask;
+      this.orderCount--;
+      this.doneLen[head] = -1;
+      this.inFlight[head] = 0;
+      this.numInFlight--;
+      const full = len === this.chains[head]!.writableLen;
+      const b = this.batch;
+      if (b && b.full) {
+        b.id = head;
+        b.len = len;
+        b.count++;
+        b.full = full;
+      } else {
+        if (b) this.writeBatch(b);
+        this.batch = { id: head, len, count: 1, full };
+      }
+    }
+  }
+
+  private writeBatch(b: { id: number; len: number; count: number }): void {
+    const uv = this.uv;
+    const slot = this.uOff + 4 + 8 * (this.usedIdx & this.mask);
+    uv.setUint32(slot, b.id, true);
+    uv.setUint32(slot + 4, b.len, true);
+    this.usedIdx = (this.usedIdx + b.count) & 0xffff;
+    uv.setUint16(this.uOff + 2, this.usedIdx, true);
+    this.pushesSinceSignal += b.count;
+  }
+
   flush(): void {
     if (this.detached) return;
+    if (this.batch) {
+      this.writeBatch(this.batch);
+      this.batch = null;
+    }
     const newIdx = this.usedIdx;
     const old = this.signalledUsed;
     if (this.pushesSinceSignal === 0) return;

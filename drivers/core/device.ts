@@ -14,8 +14,9 @@ import type { GuestPlatform } from './platform.ts';
 import type { Virtqueue } from './virtqueue.ts';
 import type { InterruptCause, QueueAddresses, VirtioTransport } from '../transport/transport.ts';
 import { SplitVirtqueue } from './split.ts';
+import { PackedVirtqueue } from './packed.ts';
 import { DeviceMisbehaviourError, DeviceNeedsResetError, NegotiationError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { F, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
+import { F, Packed, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
 
 // ------------------------------------------------------------------ virtqueue layouts
 
@@ -29,7 +30,8 @@ export interface VirtqueueArgs {
   readonly indirect: boolean;
   readonly indirectThreshold?: number;
   readonly legacyAlign?: number;
-  readonly notify: () => void;
+  /** Send an available-buffer notification; `data` is the 32-bit NOTIFICATION_DATA value when negotiated. */
+  readonly notify: (data?: number) => void;
 }
 
 export type QueueWithAddresses = Virtqueue<unknown> & { readonly addresses: QueueAddresses };
@@ -50,11 +52,31 @@ const splitVq: VirtqueueLayout = {
     return n >= 1 ? p : 0;
   },
   create(a: VirtqueueArgs): QueueWithAddresses {
-    return new SplitVirtqueue(a.platform.mem, a.platform.dma, { index: a.index, size: a.size, eventIdx: a.eventIdx, indirect: a.indirect, indirectThreshold: a.indirectThreshold, legacyAlign: a.legacyAlign, notify: a.notify });
+    return new SplitVirtqueue(a.platform.mem, a.platform.dma, { index: a.index, size: a.size, eventIdx: a.eventIdx, indirect: a.indirect, indirectThreshold: a.indirectThreshold, legacyAlign: a.legacyAlign, notify: a.notify, inOrder: hasFeature(a.features, F.IN_ORDER), notificationData: hasFeature(a.features, F.NOTIFICATION_DATA) });
   },
 };
 
-const vqLayouts = new Map<'split' | 'packed', VirtqueueLayout>([['split', splitVq]]);
+const packedVq: VirtqueueLayout = {
+  name: 'packed',
+  chooseSize(max: number, cap: number): number {
+    // packed rings take any size (packed-ring.tex "Structure Size and Alignment")
+    return Math.max(0, Math.min(max, cap, Packed.MAX_SIZE));
+  },
+  create(a: VirtqueueArgs): QueueWithAddresses {
+    return new PackedVirtqueue(a.platform.mem, a.platform.dma, a.index, a.size, (_i, data) => a.notify(data), {
+      indirect: a.indirect,
+      eventIdx: a.eventIdx,
+      inOrder: hasFeature(a.features, F.IN_ORDER),
+      notificationData: hasFeature(a.features, F.NOTIFICATION_DATA),
+      indirectThreshold: a.indirectThreshold,
+    });
+  },
+};
+
+const vqLayouts = new Map<'split' | 'packed', VirtqueueLayout>([
+  ['split', splitVq],
+  ['packed', packedVq],
+]);
 
 /** Install a driver-side ring layout (drivers/core/packed.ts registers 'packed'). */
 export function registerVirtqueueLayout(layout: VirtqueueLayout): void {
@@ -252,7 +274,8 @@ export class VirtioDriverDevice {
         if (optional.has(i)) continue;
         throw new DeviceMisbehaviourError('queue.absent', `device has no queue ${i}`, { statements: ['mmio.driver.14'], expected: 'QueueSizeMax > 0', seen: '0' });
       }
-      const size = layout.chooseSize(max, cap);
+      // the legacy PCI interface has no way to choose a size: the device's is the size
+      const size = t.fixedQueueSize ? max : layout.chooseSize(max, cap);
       if (size < 1) throw new UsageError('queue.size', `no usable size for queue ${i}`, { seen: `max ${max}, cap ${cap}` });
       this.createQueue(i, size);
     }
@@ -283,7 +306,7 @@ export class VirtioDriverDevice {
       indirect: hasFeature(this.features, F.INDIRECT_DESC),
       indirectThreshold: this.indirectThreshold,
       legacyAlign: t.legacy ? t.legacyAlign : undefined,
-      notify: () => t.notify(i),
+      notify: (data?: number) => t.notify(i, data),
     });
     this.queues.set(i, vq);
     t.setupQueue(i, vq.addresses);
@@ -426,6 +449,17 @@ export class VirtioDriverDevice {
    */
   readConfigStable<T>(read: (t: VirtioTransport) => T): T {
     const t = this.transport;
+    if (t.legacy) {
+      // The legacy interface has no generation counter: read until two reads in a row agree
+      // (content.tex, "Legacy Interface: Device Configuration Space").
+      let prev = read(t);
+      for (let i = 0; i < this.configRetries; i++) {
+        const v = read(t);
+        if (JSON.stringify(v) === JSON.stringify(prev)) return v;
+        prev = v;
+      }
+      throw new DeviceMisbehaviourError('config.unstable', 'legacy configuration never read the same twice in a row', { expected: `two equal reads within ${this.configRetries} tries` });
+    }
     let last = 0;
     for (let i = 0; i < this.configRetries; i++) {
       const before = t.configGeneration();

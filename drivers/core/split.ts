@@ -36,8 +36,15 @@ export interface SplitVirtqueueOptions {
   readonly indirectThreshold?: number;
   /** Legacy transports: put the ring in one contiguous page-aligned area, used ring aligned to this. */
   readonly legacyAlign?: number;
-  /** Called by kick() when the device wants a notification. */
-  readonly notify: () => void;
+  /** VIRTIO_F_IN_ORDER negotiated: descriptors in ring order, and a used entry may stand for a batch. */
+  readonly inOrder?: boolean;
+  /** VIRTIO_F_NOTIFICATION_DATA negotiated: notifications carry the avail index. */
+  readonly notificationData?: boolean;
+  /**
+   * Called by kick() when the device wants a notification; `data` is the 32-bit NOTIFICATION_DATA
+   * value (queue index | avail idx << 16) when negotiated.
+   */
+  readonly notify: (data?: number) => void;
 }
 
 export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
@@ -51,7 +58,14 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   private readonly eventIdx: boolean;
   private readonly indirect: boolean;
   private readonly indirectThreshold: number;
-  private readonly notifyDevice: () => void;
+  private readonly notifyDevice: (data?: number) => void;
+  private readonly inOrder: boolean;
+  private readonly notificationData: boolean;
+  /** IN_ORDER: heads in the order they were made available (a ring of `size`), and batch leftovers. */
+  private readonly order: Uint16Array;
+  private orderFront = 0;
+  private orderCount = 0;
+  private readonly ready: UsedBuffer<T>[] = [];
   private readonly desc: number;
   private readonly avail: number;
   private readonly used: number;
@@ -96,6 +110,9 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.indirect = opts.indirect;
     this.indirectThreshold = opts.indirectThreshold ?? 2;
     this.notifyDevice = opts.notify;
+    this.inOrder = opts.inOrder ?? false;
+    this.notificationData = opts.notificationData ?? false;
+    this.order = new Uint16Array(this.inOrder ? size : 0);
     const descBytes = 16 * size;
     const availBytes = 6 + 2 * size;
     const usedBytes = 6 + 8 * size;
@@ -129,6 +146,8 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.uViewOff = um ? um.offset - this.used : 0;
     this.next = new Uint16Array(size);
     for (let i = 0; i < size - 1; i++) this.next[i] = i + 1;
+    // IN_ORDER: the free list is the ring itself, in order (split.driver.5: next = x + 1, 0 after the last)
+    if (this.inOrder) this.next[size - 1] = 0;
     this.state = new Uint8Array(size);
     this.descCount = new Uint16Array(size);
     this.writableLen = new Float64Array(size);
@@ -233,6 +252,10 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.writableLen[head] = writable;
     this.tokens[head] = token;
     this._inFlight++;
+    if (this.inOrder) {
+      this.order[(this.orderFront + this.orderCount) & this.mask] = head;
+      this.orderCount++;
+    }
     // the entry goes in first; idx is published by kick() (split.driver.26)
     const ring = this.avail + 4 + 2 * (this.availShadow & this.mask);
     if (this.aView) this.aView.setUint16(ring + this.aViewOff, head, true);
@@ -269,7 +292,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
       // split.driver.20/21/22: avail_event ignored; NO_NOTIFY suppresses
       need = (mem.read16(this.used) & Split.USED_F_NO_NOTIFY) === 0;
     }
-    if (need) this.notifyDevice();
+    if (need) this.notifyDevice(this.notificationData ? ((newIdx << 16) | this.index) >>> 0 : undefined);
     return need;
   }
 
@@ -280,6 +303,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
 
   getUsed(): UsedBuffer<T> | null {
     this.check();
+    if (this.inOrder) return this.getUsedInOrder();
     const mem = this.mem;
     const uv = this.uView;
     const idx = uv ? uv.getUint16(this.used + 2 + this.uViewOff, true) : mem.read16(this.used + 2);
@@ -317,6 +341,54 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     return { token, len };
   }
 
+  /**
+   * IN_ORDER: one used entry may stand for a batch: its id is the head of the batch's last buffer
+   * and used idx moved by the batch size; the buffers before it were used completely
+   * (split-ring.tex, "In-order use of descriptors").
+   */
+  private getUsedInOrder(): UsedBuffer<T> | null {
+    if (this.ready.length > 0) return this.ready.shift()!;
+    const mem = this.mem;
+    const idx = mem.read16(this.used + 2);
+    const last = this.lastUsed;
+    if (idx === last) return null;
+    const pending = (idx - last) & 0xffff;
+    const published = (this.kickedAvail - last) & 0xffff;
+    if (pending > published) this.fail('split.used_idx', 'used idx moved further than the buffers in flight (or backwards)', `at most ${published} past ${last}`, String(idx));
+    const slot = this.used + 4 + 8 * (last & this.mask);
+    const id = mem.read32(slot);
+    const len = mem.read32(slot + 4);
+    let k = 0;
+    const span = Math.min(this.orderCount, pending);
+    while (k < span && this.order[(this.orderFront + k) & this.mask] !== id) k++;
+    if (k === span) this.fail('split.used_id', 'IN_ORDER used id is not among the next outstanding buffers', `one of the next ${span} heads in order`, String(id));
+    if (len > this.writableLen[id]!) this.fail('split.used_len', 'used len above the writable length posted', `<= ${this.writableLen[id]}`, String(len), ['split.device.16']);
+    for (let j = 0; j <= k; j++) {
+      const head = this.order[this.orderFront]!;
+      this.orderFront = (this.orderFront + 1) & this.mask;
+      this.orderCount--;
+      const token = this.tokens[head] as T;
+      this.tokens[head] = undefined;
+      this.ready.push({ token, len: head === id ? len : this.writableLen[head]! });
+      this.freeChainInOrder(head);
+      this._inFlight--;
+    }
+    this.lastUsed = (last + k + 1) & 0xffff;
+    if (this.eventIdx && this.interruptsOn) mem.write16(this.avail + 4 + 2 * this.size, this.lastUsed);
+    return this.ready.shift()!;
+  }
+
+  private freeChainInOrder(head: number): void {
+    const n = this.descCount[head]!;
+    let d = head;
+    for (let k = 0; k < n; k++) {
+      this.state[d] = D.FREE;
+      d = this.next[d]!;
+    }
+    this.state[head] = D.DONE;
+    this._numFree += n;
+  }
+
   private freeChain(head: number): void {
     const n = this.descCount[head]!;
     let d = head;
@@ -345,7 +417,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.interruptsOn = true;
     if (this.eventIdx) this.mem.write16(this.avail + 4 + 2 * this.size, this.lastUsed);
     else this.mem.write16(this.avail, 0);
-    return this.mem.read16(this.used + 2) === this.lastUsed;
+    return this.ready.length === 0 && this.mem.read16(this.used + 2) === this.lastUsed;
   }
 
   /** Tokens of the buffers still in flight (for a driver that drops the queue). */

@@ -40,6 +40,8 @@ export interface VirtioTransport {
    * (mmio legacy: QueueAlign; pci legacy: 4096). Undefined for modern transports.
    */
   readonly legacyAlign?: number;
+  /** The queue size cannot be chosen (legacy virtio-pci): the driver must use queueMaxSize(). */
+  readonly fixedQueueSize?: boolean;
   /** Program size and addresses of queue `index` and enable it. */
   setupQueue(index: number, q: QueueAddresses): void;
   /** Per-queue reset (RING_RESET), where supported. */

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
-import { BLK_RINGS, BLK_TRANSPORTS, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
+import { BLK_RINGS, BLK_TRANSPORTS, isLegacyTransport, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { netBench } from '../bench/net.ts';
 
@@ -45,8 +45,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'one JSON object per line per scenario' })
       .option('seconds', { type: 'number', default: 3, describe: 'wall-clock seconds measured per scenario' })
       .option('depth', { type: 'number', describe: 'queue depth (default: the scenario\'s, 128)' })
-      .option('transport', { type: 'string', default: 'mmio', describe: `transport: ${BLK_TRANSPORTS.join(', ')}` })
-      .option('ring', { type: 'string', default: 'split', describe: `ring layout: ${BLK_RINGS.join(', ')}` })
+      .option('transport', { type: 'string', default: 'mmio', describe: `transport(s), comma-separated or 'all': ${BLK_TRANSPORTS.join(', ')}` })
+      .option('ring', { type: 'string', default: 'split', describe: `ring layout(s), comma-separated or 'all': ${BLK_RINGS.join(', ')}` })
       .option('scenario', { type: 'string', describe: `run one scenario: ${BLK_SCENARIOS.map((s) => s.name).join(', ')}` })
       .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
       .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
@@ -58,14 +58,28 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk, net)`);
     if (!(args.seconds > 0) || !Number.isFinite(args.seconds)) throw usage('--seconds must be a positive number');
     if (args.depth !== undefined && !(Number.isInteger(args.depth) && args.depth >= 1 && args.depth <= 8192)) throw usage('--depth must be an integer from 1 to 8192');
-    if (!(BLK_TRANSPORTS as readonly string[]).includes(args.transport)) throw usage(`--transport must be one of ${BLK_TRANSPORTS.join(', ')}`);
-    if (!(BLK_RINGS as readonly string[]).includes(args.ring)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')}`);
+    const transports = args.transport === 'all' ? [...BLK_TRANSPORTS] : args.transport.split(',');
+    const rings = args.ring === 'all' ? [...BLK_RINGS] : args.ring.split(',');
+    for (const t of transports) if (!(BLK_TRANSPORTS as readonly string[]).includes(t)) throw usage(`--transport must be one of ${BLK_TRANSPORTS.join(', ')} (or a comma-separated list, or all)`);
+    for (const r of rings) if (!(BLK_RINGS as readonly string[]).includes(r)) throw usage(`--ring must be one of ${BLK_RINGS.join(', ')} (or a comma-separated list, or all)`);
+    const combos: [BlkTransportKind, BlkRingKind][] = [];
+    for (const t of transports as BlkTransportKind[]) {
+      for (const r of rings as BlkRingKind[]) {
+        // the packed ring needs VERSION_1 (feature bit 34): no legacy interface can carry it
+        if (r === 'packed' && isLegacyTransport(t)) {
+          if (transports.length === 1 && rings.length === 1) throw usage(`--ring packed cannot run over ${t}: a legacy interface negotiates feature bits 0..31 only`);
+          if (!args.json) console.log(`(${t}/${r} skipped: a legacy interface cannot negotiate RING_PACKED)`);
+          continue;
+        }
+        combos.push([t, r]);
+      }
+    }
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
     if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
-    for (const sc of scenarios) {
+    for (const sc of scenarios) for (const [transport, ring] of combos) {
       const r = runBlkScenario(sc, {
-        transport: args.transport as BlkTransportKind,
-        ring: args.ring as BlkRingKind,
+        transport,
+        ring,
         seconds: args.seconds,
         depth: args.depth,
         eventIdx: args['event-idx'],

@@ -57,9 +57,10 @@ describe('pvkit demo', () => {
       expect(await main(['bench', 'nope'])).toBe(2);
       expect(await main(['bench', 'blk', '--ring', 'twisted'])).toBe(2);
       expect(await main(['bench', 'blk', '--seconds', '0'])).toBe(2);
+      expect(await main(['bench', 'blk', '--transport', 'pci-transitional', '--ring', 'packed'])).toBe(2);
     } finally {
       spy.mockRestore();
     }
-    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk, net)\n", 'pvkit: --ring must be one of split, packed\n', 'pvkit: --seconds must be a positive number\n']);
+    expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk, net)\n", 'pvkit: --ring must be one of split, packed (or a comma-separated list, or all)\n', 'pvkit: --seconds must be a positive number\n', 'pvkit: --ring packed cannot run over pci-transitional: a legacy interface negotiates feature bits 0..31 only\n']);
   });
 });

@@ -1,0 +1,421 @@
+/**
+ * Device side of the packed virtqueue (packed-ring.tex, VIRTIO 1.4).
+ *
+ * One descriptor ring that both sides write: the driver marks descriptors available by setting
+ * AVAIL to its wrap counter and USED to the inverse; the device marks a buffer used by writing one
+ * descriptor (buffer id, written length) with AVAIL = USED = its own wrap counter, at the next used
+ * position, and skips as many slots as the buffer took. Two 4-byte event suppression structures
+ * (driver area: read by the device; device area: written by the device) replace the split ring's
+ * flags and event indexes.
+ *
+ * Every field of a descriptor is read from guest memory once; chains are walked with a bound (the
+ * queue size); buffer ids are checked against the ids in flight. A malformed ring gets
+ * DEVICE_NEEDS_RESET through the host, and the queue takes nothing more.
+ */
+import type { GuestMemory } from '../machine/memory.ts';
+import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
+import { Packed } from '../../spec-refs/virtio.ts';
+import type { Chain, Segment } from './model.ts';
+import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
+
+/** What the ring needs from the core (structurally the core's RingHost). */
+export interface PackedRingHost {
+  readonly mem: GuestMemory;
+  driverError(err: DriverMisbehaviourError): void;
+  signalUsed(index: number): void;
+}
+
+export interface PackedQueueConfig {
+  readonly index: number;
+  readonly size: number;
+  readonly desc: number;
+  readonly driver: number;
+  readonly device: number;
+}
+
+export interface PackedRingOptions {
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly inOrder: boolean;
+  readonly legacy: boolean;
+}
+
+const TWO32 = 0x1_0000_0000;
+const F_NEXT = Packed.DESC_F_NEXT;
+const F_WRITE = Packed.DESC_F_WRITE;
+const F_INDIRECT = Packed.DESC_F_INDIRECT;
+const F_AVAIL = Packed.DESC_F_AVAIL;
+const F_USED = Packed.DESC_F_USED;
+
+/**
+ * Check a packed queue's configuration: size 1..32768 (any value, not only powers of two),
+ * descriptor ring 16-aligned, both event structures 4-aligned (packed.driver.1), all three in RAM
+ * and not overlapping, and a modern interface (packed rings need VERSION_1).
+ */
+export function validatePackedConfig(cfg: PackedQueueConfig, mem: GuestMemory, opts: Pick<PackedRingOptions, 'legacy'>): DriverMisbehaviourError | null {
+  const q = cfg.index;
+  if (opts.legacy) return new DriverMisbehaviourError('packed.legacy', `queue ${q}: packed ring on a legacy interface`, { expected: 'VERSION_1 negotiated', seen: 'legacy interface' });
+  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > Packed.MAX_SIZE) {
+    return new DriverMisbehaviourError('packed.size', `queue ${q}: packed ring size out of range`, { statements: ['pci.driver.16'], expected: `1..${Packed.MAX_SIZE}`, seen: String(cfg.size) });
+  }
+  const areas: [string, number, number, number][] = [
+    ['descriptor ring', cfg.desc, cfg.size * 16, 16],
+    ['driver event suppression', cfg.driver, 4, 4],
+    ['device event suppression', cfg.device, 4, 4],
+  ];
+  for (const [name, addr, len, align] of areas) {
+    if (addr % align !== 0) return new DriverMisbehaviourError('packed.align', `queue ${q}: ${name} misaligned`, { statements: ['packed.driver.1'], expected: `a multiple of ${align}`, seen: hex(addr) });
+    if (!Number.isSafeInteger(addr) || !mem.regionOf(addr, len)) return new DriverMisbehaviourError('packed.area', `queue ${q}: ${name} not inside one RAM region`, { expected: 'guest RAM', seen: `${hex(addr)}+${len}` });
+  }
+  for (let i = 0; i < 3; i++) {
+    for (let j = i + 1; j < 3; j++) {
+      const a = areas[i]!;
+      const b = areas[j]!;
+      if (a[1] < b[1] + b[2] && b[1] < a[1] + a[2]) {
+        return new DriverMisbehaviourError('packed.overlap', `queue ${q}: ${a[0]} overlaps ${b[0]}`, { seen: `${hex(a[1])}+${a[2]} / ${hex(b[1])}+${b[2]}` });
+      }
+    }
+  }
+  return null;
+}
+
+interface InFlight {
+  id: number;
+  /** Ring slots the buffer took (1 for an indirect descriptor). */
+  slots: number;
+  writableLen: number;
+  done: boolean;
+  written: number;
+}
+
+export interface PackedQueueStats {
+  popped: number;
+  used: number;
+  usedDescriptorsWritten: number;
+  signals: number;
+  suppressed: number;
+}
+
+export class PackedDeviceQueue implements CoreQueue {
+  readonly layout = 'packed' as const;
+  readonly index: number;
+  readonly size: number;
+  private readonly mem: GuestMemory;
+  private readonly descBase: number;
+  private readonly driverArea: number;
+  private readonly deviceArea: number;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  private readonly inOrder: boolean;
+  /** Next descriptor to look at for a new buffer, and the driver wrap counter expected there. */
+  private nextAvail = 0;
+  private availWrap = 1;
+  /** Next slot the device writes a used descriptor into, and its wrap counter. */
+  private nextUsed = 0;
+  private usedWrap = 1;
+  /** Slots advanced by used descriptors since the last flush (for event suppression). */
+  private usedSinceFlush = 0;
+  /** By buffer id: the buffer in flight, or undefined. */
+  private readonly inflight: (InFlight | undefined)[];
+  /** IN_ORDER: buffers in the order they were taken; completions leave from the front. */
+  private readonly order: InFlight[] = [];
+  private pending: { id: number; len: number; slots: number; full: boolean } | null = null;
+  private halted = false;
+  private detached = false;
+  /** Longest chain accepted (queue size; a device may limit further, packed.device.9). */
+  readonly maxChain: number;
+  readonly stats: PackedQueueStats = { popped: 0, used: 0, usedDescriptorsWritten: 0, signals: 0, suppressed: 0 };
+
+  constructor(private readonly host: PackedRingHost, cfg: PackedQueueConfig, opts: PackedRingOptions, limits: { maxChain?: number } = {}) {
+    this.index = cfg.index;
+    this.size = cfg.size;
+    this.mem = host.mem;
+    this.descBase = cfg.desc;
+    this.driverArea = cfg.driver;
+    this.deviceArea = cfg.device;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    this.inOrder = opts.inOrder;
+    this.maxChain = Math.min(cfg.size, limits.maxChain ?? cfg.size);
+    this.inflight = new Array<InFlight | undefined>(cfg.size).fill(undefined);
+  }
+
+  /** Buffers taken and not completed yet. */
+  get inFlight(): number {
+    let n = 0;
+    for (const f of this.inflight) if (f) n++;
+    return n;
+  }
+
+  stop(mode: 'halt' | 'detach'): void {
+    this.halted = true;
+    if (mode === 'detach') this.detached = true;
+  }
+
+  private fail(code: string, message: string, details: { statements?: string[]; expected?: string; seen?: string }): null {
+    this.halted = true;
+    this.host.driverError(new DriverMisbehaviourError(`packed.${code}`, `queue ${this.index}: ${message}`, details));
+    return null;
+  }
+
+  /** True when descriptor `i` carries the AVAIL/USED pattern of an available descriptor for wrap `w`. */
+  private static isAvail(flags: number, w: number): boolean {
+    const a = (flags & F_AVAIL) !== 0 ? 1 : 0;
+    const u = (flags & F_USED) !== 0 ? 1 : 0;
+    return a === w && u !== w;
+  }
+
+  private availableNow(): boolean {
+    const flags = this.mem.read16(this.descBase + 16 * this.nextAvail + 14);
+    return PackedDeviceQueue.isAvail(flags, this.availWrap);
+  }
+
+  /**
+   * The next available buffer, or null. packed.device.1: buffers are taken in ring order;
+   * packed.device.6: a descriptor is used only once its AVAIL bit shows the driver's current wrap.
+   */
+  pop(): Chain | null {
+    if (this.halted) return null;
+    const mem = this.mem;
+    let pos = this.nextAvail;
+    let wrap = this.availWrap;
+    const headFlags = mem.read16(this.descBase + 16 * pos + 14);
+    const a = (headFlags & F_AVAIL) !== 0 ? 1 : 0;
+    const u = (headFlags & F_USED) !== 0 ? 1 : 0;
+    if (a !== wrap) return null; // not made available yet (or a used descriptor from the last lap)
+    if (u === wrap) {
+      // AVAIL and USED both equal the driver's wrap counter: a used pattern where only an available
+      // descriptor (or the previous lap's used one) can be.
+      return this.fail('avail_used', 'descriptor has AVAIL and USED equal at the next available position', { expected: `AVAIL=${wrap} USED=${wrap ^ 1}`, seen: `flags ${hex(headFlags)} at ${pos}` });
+    }
+    const readable: Segment[] = [];
+    const writable: Segment[] = [];
+    let readableLen = 0;
+    let writableLen = 0;
+    let slots = 0;
+    let id = 0;
+    let flags = headFlags;
+    for (;;) {
+      if (slots >= this.maxChain) {
+        return this.fail('chain_len', 'descriptor list longer than the queue size', { statements: ['packed.driver.6', 'packed.driver.7'], expected: `<= ${this.maxChain} descriptors`, seen: `more, from ${this.nextAvail}` });
+      }
+      const d = this.descBase + 16 * pos;
+      if (slots > 0) {
+        flags = mem.read16(d + 14);
+        if (!PackedDeviceQueue.isAvail(flags, wrap)) {
+          return this.fail('partial_list', 'descriptor list continues into a descriptor that is not available', { statements: ['packed.driver.11', 'packed.driver.10'], expected: `AVAIL=${wrap} USED=${wrap ^ 1} at ${pos}`, seen: `flags ${hex(flags)}` });
+        }
+      }
+      const lo = mem.read32(d);
+      const hi = mem.read32(d + 4);
+      const len = mem.read32(d + 8);
+      id = mem.read16(d + 12);
+      slots++;
+      pos++;
+      if (pos === this.size) {
+        pos = 0;
+        wrap ^= 1;
+      }
+      if (flags & F_INDIRECT) {
+        if (!this.indirect) return this.fail('indirect_unneg', 'INDIRECT set without VIRTIO_F_INDIRECT_DESC', { statements: ['packed.driver.12'], seen: `flags ${hex(flags)}` });
+        if (flags & F_NEXT || slots > 1) {
+          return this.fail('indirect_in_list', 'indirect descriptor inside a list linked by NEXT', { statements: ['packed.driver.15'], seen: `flags ${hex(flags)} as descriptor ${slots} of the list` });
+        }
+        const r = this.walkIndirect(lo, hi, len, readable, writable);
+        if (r === null) return null;
+        readableLen = r[0];
+        writableLen = r[1];
+        break;
+      }
+      const err = this.addSegment(lo, hi, len, (flags & F_WRITE) !== 0, readable, writable, readableLen, writableLen);
+      if (err) return null;
+      if (flags & F_WRITE) writableLen += len;
+      else readableLen += len;
+      if ((flags & F_NEXT) === 0) break;
+    }
+    if (id >= this.size) return this.fail('id_range', 'buffer id out of range', { expected: `< ${this.size}`, seen: String(id) });
+    if (this.inflight[id]) return this.fail('id_busy', 'buffer id already in flight', { expected: 'an id the device has completed', seen: String(id) });
+    const f: InFlight = { id, slots, writableLen, done: false, written: 0 };
+    this.inflight[id] = f;
+    if (this.inOrder) this.order.push(f);
+    this.nextAvail = pos;
+    this.availWrap = wrap;
+    this.stats.popped++;
+    return { id, readable, writable, readableLen, writableLen, descCount: slots };
+  }
+
+  /** Validate one buffer element and add it; returns true on error (already reported). */
+  private addSegment(lo: number, hi: number, len: number, write: boolean, readable: Segment[], writable: Segment[], rLen: number, wLen: number): boolean {
+    if (!write && writable.length > 0) {
+      this.fail('order', 'device-readable element after a device-writable one', { statements: ['packed.driver.8'], seen: `readable ${hex(len)} bytes after ${writable.length} writable` });
+      return true;
+    }
+    const addr = hi * TWO32 + lo;
+    if (hi >= 0x20_0000 || !this.mem.regionOf(addr, len)) {
+      this.fail('buffer_ram', 'buffer element outside guest RAM', { expected: 'an element inside RAM', seen: `${hex(hi)}:${hex(lo)}+${hex(len)}` });
+      return true;
+    }
+    if ((write ? wLen : rLen) + len > 0xffff_ffff) {
+      this.fail('total_len', 'buffer longer than 2^32 - 1 bytes', { seen: `${(write ? wLen : rLen) + len}` });
+      return true;
+    }
+    if (len > 0) (write ? writable : readable).push({ addr, len });
+    return false;
+  }
+
+  /** Read an indirect table (table length a non-zero multiple of 16, at most maxChain entries). */
+  private walkIndirect(lo: number, hi: number, len: number, readable: Segment[], writable: Segment[]): [number, number] | null {
+    const table = hi * TWO32 + lo;
+    if (len === 0 || len % 16 !== 0) return this.fail('indirect_len', 'indirect table length is not a non-zero multiple of 16', { expected: 'n * 16, n >= 1', seen: String(len) });
+    const n = len / 16;
+    if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.14'], expected: `<= ${this.maxChain}`, seen: String(n) });
+    if (hi >= 0x20_0000 || !this.mem.regionOf(table, len)) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` });
+    let rLen = 0;
+    let wLen = 0;
+    for (let i = 0; i < n; i++) {
+      const d = table + 16 * i;
+      const elo = this.mem.read32(d);
+      const ehi = this.mem.read32(d + 4);
+      const elen = this.mem.read32(d + 8);
+      const eflags = this.mem.read16(d + 14);
+      // Only WRITE is meaningful inside a table; NEXT and the buffer id are ignored by the device.
+      // An INDIRECT flag here asks for a nested table, which is not allowed.
+      if (eflags & F_INDIRECT) return this.fail('indirect_nested', 'INDIRECT inside an indirect table', { statements: ['packed.driver.13'], seen: `entry ${i} flags ${hex(eflags)}` });
+      const w = (eflags & F_WRITE) !== 0;
+      if (this.addSegment(elo, ehi, elen, w, readable, writable, rLen, wLen)) return null;
+      if (w) wLen += elen;
+      else rLen += elen;
+    }
+    return [rLen, wLen];
+  }
+
+  /**
+   * Complete buffer `chain.id`, `written` bytes written into its writable part (clamped to it).
+   * packed.device.2: used descriptors are written in completion order; with IN_ORDER they are
+   * released in the order the buffers were taken (the queue holds early completions back).
+   * After a detach (reset / queue reset) completions are dropped: the ring is not touched again.
+   */
+  push(chain: Chain, written: number): void {
+    if (this.detached) return;
+    const f = chain.id >= 0 && chain.id < this.size ? this.inflight[chain.id] : undefined;
+    if (!f || f.done) return; // not a buffer of this ring instance
+    f.written = Math.max(0, Math.min(written >>> 0, f.writableLen));
+    f.done = true;
+    if (!this.inOrder) {
+      this.inflight[f.id] = undefined;
+      this.writeUsed(f.id, f.written, f.slots);
+      return;
+    }
+    while (this.order.length > 0 && this.order[0]!.done) {
+      const g = this.order.shift()!;
+      this.inflight[g.id] = undefined;
+      const p = this.pending;
+      // IN_ORDER batch: one used descriptor carrying the last buffer's id; the driver treats the
+      // buffers before it as fully used, so a buffer is folded in only behind completely written ones.
+      if (p && p.full) {
+        p.id = g.id;
+        p.len = g.written;
+        p.slots += g.slots;
+        p.full = g.written === g.writableLen;
+      } else {
+        if (p) this.writeUsed(p.id, p.len, p.slots);
+        this.pending = { id: g.id, len: g.written, slots: g.slots, full: g.written === g.writableLen };
+      }
+    }
+  }
+
+  private writeUsed(id: number, len: number, slots: number): void {
+    const write = len > 0;
+    const d = this.descBase + 16 * this.nextUsed;
+    const mem = this.mem;
+    mem.write32(d + 8, write ? len : 0);
+    mem.write16(d + 12, id);
+    // flags last: AVAIL = USED = the device wrap counter (packed.device.7: nothing changes after)
+    mem.write16(d + 14, (this.usedWrap ? F_AVAIL | F_USED : 0) | (write ? F_WRITE : 0));
+    this.nextUsed += slots;
+    if (this.nextUsed >= this.size) {
+      this.nextUsed -= this.size;
+      this.usedWrap ^= 1;
+    }
+    this.usedSinceFlush += slots;
+    this.stats.used++;
+    this.stats.usedDescriptorsWritten++;
+  }
+
+  /** After a batch of pushes: send a used-buffer notification if the driver's event suppression asks for one. */
+  flush(): void {
+    if (this.detached) return;
+    if (this.pending) {
+      const p = this.pending;
+      this.pending = null;
+      this.writeUsed(p.id, p.len, p.slots);
+    }
+    const count = this.usedSinceFlush;
+    if (count === 0) return;
+    this.usedSinceFlush = 0;
+    if (this.needEvent(count)) {
+      this.stats.signals++;
+      this.host.signalUsed(this.index);
+    } else {
+      this.stats.suppressed++;
+    }
+  }
+
+  private needEvent(count: number): boolean {
+    const desc = this.mem.read16(this.driverArea);
+    const flags = this.mem.read16(this.driverArea + 2) & 3;
+    if (flags === Packed.EVENT_FLAGS_DISABLE) return false;
+    // DESC without EVENT_IDX, and the reserved value 3, are driver errors; notifying is the safe reading.
+    if (flags !== Packed.EVENT_FLAGS_DESC || !this.eventIdx) return true;
+    if (count >= this.size) return true;
+    let off = desc & 0x7fff;
+    const wrap = desc >>> 15;
+    if (wrap !== this.usedWrap) off -= this.size;
+    const nu = this.nextUsed;
+    const old = nu - count;
+    // the event slot lies in [old, new): the used descriptors just written passed it
+    return off >= old && off < nu;
+  }
+
+  /** Ask the driver not to notify (device event suppression: DISABLE). */
+  disableNotify(): void {
+    if (this.detached) return;
+    this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_DISABLE);
+  }
+
+  /**
+   * Ask for notifications again (with EVENT_IDX: at the next available position). Returns false
+   * when a buffer is already available (the caller polls again instead of sleeping).
+   */
+  enableNotify(): boolean {
+    if (this.detached) return true;
+    if (this.eventIdx) {
+      this.mem.write16(this.deviceArea, this.nextAvail | (this.availWrap << 15));
+      this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_DESC);
+    } else {
+      this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_ENABLE);
+    }
+    if (this.halted) return true;
+    return !this.availableNow();
+  }
+
+  /** Where the device will look next (for NOTIFICATION_DATA checks and tests). */
+  get availPosition(): { off: number; wrap: number } {
+    return { off: this.nextAvail, wrap: this.availWrap };
+  }
+
+  get usedPosition(): { off: number; wrap: number } {
+    return { off: this.nextUsed, wrap: this.usedWrap };
+  }
+}
+
+/** The packed ring layout, installed in the core next to the split one. */
+export const packedLayout: RingLayout = {
+  name: 'packed',
+  validate(cfg: Readonly<QueueConfig>, mem: GuestMemory, opts: RingOptions): DriverMisbehaviourError | null {
+    return validatePackedConfig(cfg, mem, opts);
+  },
+  create(host: RingHost, cfg: Readonly<QueueConfig>, opts: RingOptions): PackedDeviceQueue {
+    return new PackedDeviceQueue(host, cfg, opts);
+  },
+};
