@@ -55,7 +55,8 @@ export class RawMmio {
   }
 
   writeDriverFeatures(f: bigint, words = 4): void {
-    for (let sel = 0; sel < words; sel++) {
+    // highest window first (see drivers/transport/mmio.ts: QEMU folds selectors above 1 onto window 1)
+    for (let sel = words - 1; sel >= 0; sel--) {
       this.w(Mmio.DRIVER_FEATURES_SEL, sel);
       this.w(Mmio.DRIVER_FEATURES, featureWord(f, sel));
     }

@@ -257,6 +257,20 @@ export class Monitor {
     });
   }
 
+  /**
+   * Run `fn` as device time, as irq.wait and spin do: for a caller that runs the machine's
+   * scheduler itself (the REPL's single step), so that what the device writes is judged as the
+   * device's doing.
+   */
+  deviceTime<T>(fn: () => T): T {
+    this.enterDeviceTime();
+    try {
+      return fn();
+    } finally {
+      this.leaveDeviceTime();
+    }
+  }
+
   /** Stop watching (restores the wrapped platform calls). Judges notifications still owed. */
   detach(): void {
     if (!this.active) return;

@@ -105,11 +105,22 @@ describe('runner', () => {
     expect(same.results[0]!.fcSeed).toBe(r.fcSeed);
   });
 
-  it('applies applicability per configuration: a blk-only check is skipped for net, packed ring only where offered', async () => {
+  it('applies applicability per configuration: a blk-only check runs only for blk, on every ring offered', async () => {
     const rep = await runConformance(fakeTarget(), [propCheck, passCheck], { ...baseCfg, devices: ['blk', 'net'], rings: ['split', 'packed'] });
-    expect(rep.results.length).toBe(8);
-    const net = rep.results.filter((r) => r.config.device === 'net' && r.id === propCheck.id);
-    expect(net.every((r) => r.status === 'skip')).toBe(true);
+    // passCheck in all 4 configurations, propCheck in the 2 blk ones, nothing for net
+    expect(rep.results.length).toBe(6);
+    expect(rep.results.filter((r) => r.id === propCheck.id).map((r) => `${r.config.device}/${r.config.ring}`).sort()).toEqual(['blk/packed', 'blk/split']);
+    expect(rep.results.filter((r) => r.id === passCheck.id).length).toBe(4);
+    expect(rep.results.some((r) => r.status === 'skip')).toBe(false);
+  });
+
+  it('a check that applies to none of the configurations is reported once, as skipped with the reason', async () => {
+    const rep = await runConformance(fakeTarget(), [propCheck, passCheck], { ...baseCfg, devices: ['net'], rings: ['split'] });
+    const prop = rep.results.filter((r) => r.id === propCheck.id);
+    expect(prop.length).toBe(1);
+    expect(prop[0]!.status).toBe('skip');
+    expect(prop[0]!.message).toMatch(/blk devices only/);
+    expect(rep.summary.skipped).toBe(1);
   });
 
   it('xfail: an expected failure is xfail, an unexpected pass is a failure', async () => {

@@ -195,7 +195,7 @@ export async function runOne(c: Check, target: Target, cfg: ResultConfig, run: P
     runs: c.kind === 'property' ? run.runs : 1,
     ...(run.path !== undefined ? { path: run.path } : {}),
     newDevice: (opts) => {
-      const d = target.newDevice(cfg.device, cfg.transport, opts);
+      const d = target.newDevice(cfg.device, cfg.transport, opts, cfg.ring);
       devices.push(d);
       return d;
     },
@@ -262,16 +262,20 @@ export async function runConformance(target: Target, checks: readonly Check[], c
   const t0 = performance.now();
   const chosen = checks.filter((c) => selected(c, cfg));
   const configs = configurations(target, cfg);
-  const total = chosen.length * configs.length;
+  // A check runs in every configuration it applies to. Configurations it cannot apply to (another
+  // transport's check, a packed-only rule on a split run) yield no result; a check that applies to
+  // none of the run's configurations is reported once, as skipped, with the reason.
+  const plan: Array<[ResultConfig, Check]> = [];
+  for (const conf of configs) for (const c of chosen) if (notApplicable(c, target, conf) === undefined) plan.push([conf, c]);
+  for (const c of chosen) if (configs.length > 0 && !plan.some(([, p]) => p === c)) plan.push([configs[0]!, c]);
+  const total = plan.length;
   const results: CheckResult[] = [];
   let i = 0;
-  for (const conf of configs) {
-    for (const c of chosen) {
-      hooks.onStart?.(c, conf, i, total);
-      const r = await runOne(c, target, conf, cfg, cat);
-      results.push(r);
-      hooks.onResult?.(r, ++i, total);
-    }
+  for (const [conf, c] of plan) {
+    hooks.onStart?.(c, conf, i, total);
+    const r = await runOne(c, target, conf, cfg, cat);
+    results.push(r);
+    hooks.onResult?.(r, ++i, total);
   }
   return { target: target.name, spec: SPEC_NAME, config: cfg, summary: summarize(results), results, durationMs: Math.round(performance.now() - t0) };
 }

@@ -51,7 +51,8 @@ export interface Target {
   readonly runsDriverChecks: boolean;
   /** Features the device offers on this target (for applicability), or undefined if unknown without starting it. */
   offeredFeatures?(device: string): bigint | undefined;
-  newDevice(device: string, transport: TransportName, opts?: DeviceOptions): DeviceUnderTest;
+  /** `ring`: the layout the check will use (a target whose devices are configured per layout, like QEMU's packed=on, needs it). */
+  newDevice(device: string, transport: TransportName, opts?: DeviceOptions, ring?: RingLayout): DeviceUnderTest;
 }
 
 /** What a check's run function receives. */

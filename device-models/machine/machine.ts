@@ -64,7 +64,8 @@ export class Machine {
   private readonly mmioDevices: PlatformDevice[] = [];
   private pciInfo: PciInfo | undefined;
   private cpuServices: CpuServices | undefined;
-  private readonly exitsTakeTime: boolean;
+  /** Whether each exit advances virtual time by its modelled cost (MachineOptions.exitsTakeTime). */
+  readonly exitsTakeTime: boolean;
 
   constructor(opts: MachineOptions = {}) {
     this.mem = new GuestMemory(opts.ram ?? DEFAULT_RAM);
@@ -84,6 +85,21 @@ export class Machine {
     const ranges = this.mem.regions.map((r, i) => (i === 0 ? { base: r.base + reserved, size: r.size - reserved } : { base: r.base, size: r.size }));
     this.dma = new ExtentAllocator(ranges, (gpa, len) => this.mem.fill(gpa, len, 0));
     this.platform = this.makePlatform();
+    for (const l of Machine.createListeners) l(this);
+  }
+
+  private static readonly createListeners: ((m: Machine) => void)[] = [];
+
+  /**
+   * Observe every Machine constructed from now on (a trace of a command that builds one machine
+   * per check or per benchmark run). Returns a function that stops observing.
+   */
+  static addCreateListener(l: (m: Machine) => void): () => void {
+    Machine.createListeners.push(l);
+    return () => {
+      const i = Machine.createListeners.indexOf(l);
+      if (i >= 0) Machine.createListeners.splice(i, 1);
+    };
   }
 
   /** True while the vCPU executes guest code (not halted in irq.wait). */

@@ -22,6 +22,9 @@ export interface ScheduledEvent {
   cancelled: boolean;
 }
 
+/** Sees each event start and end (`now` is virtual time at that point). */
+export type SchedulerListener = (phase: 'start' | 'end', ev: ScheduledEvent, now: number) => void;
+
 export class Scheduler {
   private heap: ScheduledEvent[] = [];
   private seq = 0;
@@ -31,11 +34,24 @@ export class Scheduler {
   private jitterNs: number;
   /** Number of events run so far. */
   eventsRun = 0;
+  private readonly listeners: SchedulerListener[] = [];
 
   constructor(opts: SchedulerOptions = {}) {
     this.seed = opts.seed ?? 1;
     this.rng = new Rng(this.seed);
     this.jitterNs = opts.jitterNs ?? 0;
+  }
+
+  /**
+   * Observe each event as it runs: `start` just before its function, `end` just after (also
+   * when it throws). For traces; costs nothing when no one listens.
+   */
+  addListener(l: SchedulerListener): () => void {
+    this.listeners.push(l);
+    return () => {
+      const i = this.listeners.indexOf(l);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
   }
 
   get now(): number {
@@ -76,7 +92,16 @@ export class Scheduler {
       if (ev.cancelled) continue;
       if (ev.due > this._now) this._now = ev.due;
       this.eventsRun++;
-      ev.fn();
+      if (this.listeners.length === 0) {
+        ev.fn();
+        return true;
+      }
+      for (const l of this.listeners) l('start', ev, this._now);
+      try {
+        ev.fn();
+      } finally {
+        for (const l of this.listeners) l('end', ev, this._now);
+      }
       return true;
     }
   }

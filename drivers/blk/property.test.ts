@@ -47,6 +47,7 @@ const configArb = fc.record({
   latencyNs: fc.constantFrom(0, 0, 2000),
   notifyLatencyNs: fc.constantFrom(0, 500),
   legacy: fc.boolean(),
+  packed: fc.boolean(),
   seed: fc.nat(),
 });
 
@@ -57,8 +58,11 @@ describe('virtio-blk driver + device, random workloads', () => {
       let ring = 0n;
       if (cfg.indirect) ring |= bit(F.INDIRECT_DESC);
       if (cfg.eventIdx) ring |= bit(F.EVENT_IDX);
+      const packed = cfg.packed && !cfg.legacy; // the legacy interface has no packed ring
+      if (packed) ring |= bit(F.RING_PACKED);
       const sim = simBlk({
         transport: cfg.legacy ? 'mmio-legacy' : 'mmio',
+        ring: packed ? 'packed' : 'split',
         device: { backend: new RamDisk(SECTORS * 512), queueSize: cfg.queueSize, numQueues: cfg.numQueues, reorder: cfg.reorder, latencyNs: cfg.latencyNs, id: 'prop' },
         ringFeatures: ring,
         notifyLatencyNs: cfg.notifyLatencyNs,
@@ -66,6 +70,7 @@ describe('virtio-blk driver + device, random workloads', () => {
       });
       const blk = VirtioBlkDriver.probe(sim.machine.platform, sim.transport, { ringFeatures: ring, maxQueues: 4 });
       expect(blk.numQueues).toBe(cfg.numQueues);
+      expect(blk.queue(0).layout).toBe(packed ? 'packed' : 'split');
       const mem = sim.machine.mem;
       const dma = sim.machine.dma;
       const model = new Uint8Array(SECTORS * 512);

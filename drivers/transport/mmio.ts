@@ -105,7 +105,10 @@ export class MmioTransport implements VirtioTransport {
   setDriverFeatures(features: bigint): void {
     const windows = this.legacy ? 1 : FEATURE_WINDOWS;
     if (this.legacy && features >> 32n) throw new UsageError('mmio.legacy_features', 'a legacy device takes 32 feature bits', { seen: `0x${features.toString(16)}` });
-    for (let sel = 0; sel < windows; sel++) {
+    // Highest window first: QEMU (up to at least 7.2) folds every DriverFeaturesSel above 0 onto
+    // window 1, so writing windows 2 and 3 after window 1 would erase bits 32..63 (VERSION_1,
+    // RING_PACKED). Windows 1 and 0, written last, land right everywhere (docs/qemu.md).
+    for (let sel = windows - 1; sel >= 0; sel--) {
       this.w(Mmio.DRIVER_FEATURES_SEL, sel); // mmio.driver.13
       this.w(Mmio.DRIVER_FEATURES, featureWord(features, sel));
     }

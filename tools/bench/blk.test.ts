@@ -25,4 +25,10 @@ describe('virtio-blk benchmark', () => {
       expect(r.exits.HLT! / r.requests).toBeCloseTo(1 / depth, 3);
     }
   });
+
+  it('negotiates the ring layout it reports (packed included)', () => {
+    const r = runBlkScenario(BLK_SCENARIOS[0]!, { transport: 'mmio', ring: 'packed', seconds: 0.05, warmupSeconds: 0.01, diskBytes: 4 << 20 });
+    expect(r.ring).toBe('packed');
+    expect(r.requests).toBeGreaterThan(0);
+  });
 });

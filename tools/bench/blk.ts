@@ -80,7 +80,9 @@ export function runBlkScenario(sc: BlkScenario, o: BlkBenchOptions): BlkBenchRes
     machine: { ram: [{ base: 0, size: 16 << 20 }, { base: 0x1_0000_0000, size: Math.max(16 << 20, depth * bs * 2) }] },
   });
   const m = sim.machine;
-  const blk = VirtioBlkDriver.probe(m.platform, sim.transport, { ringFeatures: ring, queueSize: qsize, maxQueues: 1, indirectThreshold: o.indirect ? 2 : Infinity });
+  const drvRing = o.ring === 'packed' ? ring | bit(F.RING_PACKED) : ring;
+  const blk = VirtioBlkDriver.probe(m.platform, sim.transport, { ringFeatures: drvRing, queueSize: qsize, maxQueues: 1, indirectThreshold: o.indirect ? 2 : Infinity });
+  if (blk.queue(0).layout !== o.ring) throw new RequestError('bench.ring', 'the ring layout asked for was not negotiated', { expected: o.ring, seen: blk.queue(0).layout });
   if (blk.queue(0).size < (o.indirect ? depth : 3 * depth)) throw new RequestError('bench.depth', 'queue too small for the depth', { expected: `>= ${3 * depth} descriptors`, seen: String(blk.queue(0).size) });
 
   // one data buffer per request in flight, found again through the request's slot

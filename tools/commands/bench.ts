@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
 import { BLK_RINGS, BLK_TRANSPORTS, isLegacyTransport, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
+import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
 import { netBench } from '../bench/net.ts';
 
 /** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */
@@ -19,6 +20,7 @@ interface BenchArgs {
   scenario?: string;
   'event-idx': boolean;
   indirect: boolean;
+  trace?: string;
 }
 
 function fmt(n: number, digits = 0): string {
@@ -49,10 +51,17 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('ring', { type: 'string', default: 'split', describe: `ring layout(s), comma-separated or 'all': ${BLK_RINGS.join(', ')}` })
       .option('scenario', { type: 'string', describe: `run one scenario: ${BLK_SCENARIOS.map((s) => s.name).join(', ')}` })
       .option('event-idx', { type: 'boolean', default: true, describe: 'negotiate VIRTIO_F_EVENT_IDX' })
-      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' }) as never,
+      .option('indirect', { type: 'boolean', default: false, describe: 'use indirect descriptors' })
+      .option('trace', { ...TRACE_OPTION, describe: `${TRACE_OPTION.describe}; the first 200,000 events, and figures measured while tracing are slower` }) as never,
   handler: (args) => {
     if (args.target === 'net') {
-      netBench({ json: args.json, seconds: args.seconds, transport: args.transport, ring: args.ring, scenario: args.scenario });
+      const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
+      trace?.label('bench net');
+      try {
+        netBench({ json: args.json, seconds: args.seconds, transport: args.transport, ring: args.ring, scenario: args.scenario });
+      } finally {
+        if (trace) console.error(trace.finish());
+      }
       return;
     }
     if (args.target !== 'blk') throw usage(`unknown bench target '${args.target}' (known: blk, net)`);
@@ -76,7 +85,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     }
     const scenarios = args.scenario === undefined ? BLK_SCENARIOS : BLK_SCENARIOS.filter((s) => s.name === args.scenario);
     if (scenarios.length === 0) throw usage(`unknown scenario '${args.scenario}' (known: ${BLK_SCENARIOS.map((s) => s.name).join(', ')})`);
+    const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
     for (const sc of scenarios) for (const [transport, ring] of combos) {
+      trace?.label(`bench ${sc.name} ${transport}/${ring}`);
       const r = runBlkScenario(sc, {
         transport,
         ring,
@@ -88,5 +99,6 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       if (args.json) console.log(JSON.stringify(r));
       else printText(r);
     }
+    if (trace) console.error(trace.finish());
   },
 };

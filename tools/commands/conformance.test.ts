@@ -37,7 +37,7 @@ describe('pvkit conformance (CLI)', () => {
   it('the binary exits 2 with one line on a usage error', () => {
     const r = pvkitBin('conformance', '--target', 'nope');
     expect(r.code).toBe(2);
-    expect(r.err).toBe('pvkit: unknown target "nope" (known: sim)\n');
+    expect(r.err).toBe('pvkit: unknown target "nope" (known: qemu, sim)\n');
   });
 
   it('usage errors exit 2 with one line', async () => {

@@ -5,10 +5,14 @@ import { UsageError } from '../../spec-refs/errors.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
 import { RING_LAYOUTS, TRANSPORTS, registeredChecks, type RingLayout, type TransportName } from '../../conformance/check.ts';
 import { getTarget, targetNames } from '../../conformance/target.ts';
-import { mergeReports, notApplicable, runConformance, selected, type RunConfig, type RunReport } from '../../conformance/runner.ts';
+import { mergeReports, notApplicable, runConformance, selected, type ResultConfig, type RunConfig, type RunReport } from '../../conformance/runner.ts';
 import { consoleReport, REPORTERS, writeReports, type ReporterName } from '../../conformance/report.ts';
 import '../../conformance/targets/index.ts';
+import { configureQemuTarget } from '../../conformance/targets/qemu.ts';
+import { findQemu } from '../qemu/find.ts';
+import { splitArgs } from './qemu.ts';
 import '../../conformance/checks/index.ts';
+import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
 
 /** Default property runs per check: keeps the whole default run well under two minutes on 2 cores. */
 export const DEFAULT_RUNS = 25;
@@ -30,6 +34,16 @@ interface ConformanceArgs {
   path?: string;
   verbose: boolean;
   list: boolean;
+  trace?: string;
+  qemu?: string;
+  'qemu-config'?: string;
+  'qemu-args'?: string;
+}
+
+/** --target qemu: locate QEMU (exit 2 with an install hint when missing) and configure the target. */
+function prepareQemu(a: ConformanceArgs): void {
+  const qemu = findQemu(a.qemu);
+  configureQemuTarget({ qemu, ...(a['qemu-config'] !== undefined ? { config: a['qemu-config'] } : {}), extraArgs: splitArgs(a['qemu-args']) });
 }
 
 function usage(msg: string): never {
@@ -116,6 +130,8 @@ function progress(enabled: boolean) {
 
 export async function conformanceMain(a: ConformanceArgs): Promise<number> {
   const reporters = parseReporters(a.reporter);
+  if (a.target === 'qemu') prepareQemu(a);
+  else if (a.qemu !== undefined || a['qemu-config'] !== undefined || a['qemu-args'] !== undefined) usage('--qemu, --qemu-config and --qemu-args need --target qemu');
   const cfg = buildRunConfig(a);
   const target = getTarget(cfg.target)!;
   const checks = registeredChecks();
@@ -127,8 +143,11 @@ export async function conformanceMain(a: ConformanceArgs): Promise<number> {
     return 0;
   }
   const p = progress(process.stderr.isTTY === true && reporters.includes('console'));
-  const report = await runConformance(target, checks, cfg, { onStart: p.onStart });
+  const trace = startCommandTrace(a.trace);
+  const onStart: typeof p.onStart = (c, conf, ...rest) => (trace?.label(`${c.id} (${(conf as ResultConfig).device}/${(conf as ResultConfig).transport}/${(conf as ResultConfig).ring})`), p.onStart(c, conf, ...rest));
+  const report = await runConformance(target, checks, cfg, { onStart });
   p.done();
+  if (trace) console.error(trace.finish());
   return emit(report, reporters, a.out, a.verbose);
 }
 
@@ -193,7 +212,11 @@ export const conformanceCommand: CommandModule<object, ConformanceArgs & { dirs?
             .option('check', { type: 'string', describe: 'only the check with this exact id (replay)' })
             .option('shard', { type: 'string', describe: 'I/N: run the I-th of N deterministic shards (by check id hash)' })
             .option('path', { type: 'string', describe: 'fast-check replay path of a reported counterexample (with --check and --seed)' })
-            .option('list', { type: 'boolean', default: false, describe: 'list the selected checks instead of running them' }),
+            .option('list', { type: 'boolean', default: false, describe: 'list the selected checks instead of running them' })
+            .option('qemu', { type: 'string', describe: 'target qemu: QEMU binary (default $PVKIT_QEMU or qemu-system-x86_64)' })
+            .option('qemu-config', { type: 'string', describe: 'target qemu: run every check on this built-in configuration (pvkit qemu list)' })
+            .option('qemu-args', { type: 'string', describe: "target qemu: extra arguments for QEMU's command line" })
+            .option('trace', TRACE_OPTION),
         handler: async (args: ConformanceArgs) => {
           process.exitCode = await conformanceMain(args);
         },

@@ -1,0 +1,35 @@
+import { PvkitError } from '../../spec-refs/errors.ts';
+import type { SyncChannel } from '../../drivers/platform/qtest/sync-channel.ts';
+
+/**
+ * A synchronous QMP client (QEMU's JSON monitor), for what a guest cannot do by itself but a
+ * check needs: changing a device's configuration from the host side (block_resize makes
+ * virtio-blk's capacity change, with a config-change interrupt and a new config generation).
+ * One JSON object per line; events ({"event": ...}) and the greeting are asynchronous lines.
+ */
+export class QmpError extends PvkitError {}
+
+export const QMP_ASYNC_PREFIXES = ['{"event"', '{"QMP"'] as const;
+
+export class QmpClient {
+  private ready = false;
+  constructor(private readonly chan: SyncChannel) {}
+
+  /** Run a command; returns its "return" value, throws QmpError with QEMU's description. */
+  execute(command: string, args?: Record<string, unknown>): unknown {
+    if (!this.ready) {
+      this.ready = true;
+      this.execute('qmp_capabilities');
+    }
+    const line = JSON.stringify(args ? { execute: command, arguments: args } : { execute: command });
+    const rep = this.chan.transact(line + '\n', 1);
+    let msg: { return?: unknown; error?: { class?: string; desc?: string } };
+    try {
+      msg = JSON.parse(rep.lines[0]!) as typeof msg;
+    } catch {
+      throw new QmpError('qmp.protocol', 'malformed QMP reply', { seen: rep.lines[0]!.slice(0, 120) });
+    }
+    if (msg.error) throw new QmpError('qmp.error', `QMP ${command} failed: ${msg.error.desc ?? msg.error.class ?? 'error'}`);
+    return msg.return;
+  }
+}
