@@ -40,3 +40,21 @@ export const BlkDwz = { SECTOR: 0, NUM_SECTORS: 8, FLAGS: 12, SIZE: 16 } as cons
 
 /** Request types of the zoned extension: rejected with UNSUPP unless ZONED is negotiated (blk.device.36). */
 export const BLK_ZONE_TYPES: readonly number[] = [15, 16, 18, 20, 22, 24, 26];
+
+/** struct virtio_blk_zoned_characteristics, at BlkConfig.ZONED (offsets relative to it). */
+export const BlkZonedConfig = { ZONE_SECTORS: 0, MAX_OPEN_ZONES: 4, MAX_ACTIVE_ZONES: 8, MAX_APPEND_SECTORS: 12, WRITE_GRANULARITY: 16, MODEL: 20, UNUSED2: 21, SIZE: 24 } as const;
+
+/** zoned.model values. */
+export const BlkZoneModel = { NONE: 0, HM: 1, HA: 2 } as const;
+
+/** struct virtio_blk_zone_report header (64 bytes) and struct virtio_blk_zone_descriptor (64 bytes). */
+export const BlkZoneReport = { NR_ZONES: 0, HEADER_SIZE: 64, DESC_SIZE: 64, Z_CAP: 0, Z_START: 8, Z_WP: 16, Z_TYPE: 24, Z_STATE: 25 } as const;
+
+/** Zone types (z_type). */
+export const BlkZoneType = { CONV: 1, SWR: 2, SWP: 3 } as const;
+
+/** Zone states (z_state). */
+export const BlkZoneState = { NOT_WP: 0, EMPTY: 1, IOPEN: 2, EOPEN: 3, CLOSED: 4, RDONLY: 13, FULL: 14, OFFLINE: 15 } as const;
+
+/** ZONE_APPEND's device-writable trailer: le64 append_sector, then the status byte. */
+export const BLK_APPEND_SECTOR_BYTES = 8;

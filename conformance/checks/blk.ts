@@ -9,7 +9,7 @@ import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
-import { BLK_JUDGE_STATEMENTS, blkJudge, monitor, newDeviceWith, raw, simInternals, startRef } from './support.ts';
+import { BLK_JUDGE_STATEMENTS, blkJudge, monitor, raw, simInternals, startRef } from './support.ts';
 
 function blkSession(ctx: TargetContext, dut: DeviceUnderTest, without?: bigint): VirtioBlkDriver {
   const s = startRef(ctx, dut, without !== undefined ? { without } : {});
@@ -246,37 +246,5 @@ defineCheck({
       judged += mon.stats.chains;
     });
     expectThat(judged > 0, [...BLK_JUDGE_STATEMENTS], 'no request reached the ring: nothing was judged');
-  },
-});
-
-defineCheck({
-  id: 'blk.driver.zoned',
-  title: 'the driver, which cannot drive zoned devices, never accepts ZONED, nor DISCARD from a host-managed zoned device',
-  statements: ['blk.driver.5', 'blk.driver.6'],
-  side: 'driver',
-  kind: 'example',
-  applies: { devices: ['blk'] },
-  run(ctx) {
-    const ZONED_MODEL = BlkConfig.ZONED + 20; // virtio_blk_zoned_characteristics.model
-    const dut = newDeviceWith(ctx, (m) => ({
-      offeredFeatures: m.offeredFeatures | bit(BlkF.ZONED),
-      acceptFeatures: (f: bigint) => m.acceptFeatures(f & ~bit(BlkF.ZONED)),
-      readConfig: (off: number, size: 1 | 2 | 4) => (off === ZONED_MODEL && size === 1 ? 1 : m.readConfig(off, size)),
-    }));
-    const sim = simInternals(dut);
-    const mon = monitor(dut);
-    let features = 0n;
-    try {
-      const b = blkSession(ctx, dut);
-      features = b.features;
-      b.shutdown();
-    } catch (e) {
-      features = sim.core.driverFeatures;
-      ctx.note(`driver gave up on a host-managed zoned device: ${(e as Error).message}`);
-    }
-    mon.detach();
-    mon.assertClean({ side: 'driver' });
-    expectThat(!hasFeature(features, BlkF.ZONED), ['blk.driver.5'], 'driver accepted VIRTIO_BLK_F_ZONED');
-    expectThat(!hasFeature(features, BlkF.DISCARD), ['blk.driver.6'], 'driver accepted DISCARD from a host-managed zoned device');
   },
 });

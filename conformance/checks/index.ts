@@ -7,6 +7,8 @@ import './features.ts';
 import './mmio.ts';
 import './split.ts';
 import './blk.ts';
+import './blk-zoned.ts';
+import './blk-assumptions.ts';
 import './config.ts';
 import './pci.ts';
 import './packed.ts';

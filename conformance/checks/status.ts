@@ -4,7 +4,11 @@
  */
 import fc from 'fast-check';
 import { Mmio, Status, statusNames, F, bit } from '../../spec-refs/virtio.ts';
-import { CheckFailure, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
+import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
+import { UsageError } from '../../spec-refs/errors.ts';
+import { BlkConfig } from '../../spec-refs/blk-layout.ts';
+
+const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';
 import { validRequest, needsRequestQueue } from './requests.ts';
 import { monitor, newDeviceWith, raw, simInternals, startRef, transportOf } from './support.ts';
@@ -215,7 +219,8 @@ defineCheck({
     r.setStatus(ALL_OK);
     r.setStatus(ALL_OK | SUSPEND);
     let st = r.status();
-    for (let i = 0; i < 100 && !(st & SUSPEND) && !(st & Status.DEVICE_NEEDS_RESET); i++) {
+    // while it finishes requests in flight the device may still show DRIVER_OK: suspended means SUSPEND=1 and DRIVER_OK=0
+    for (let i = 0; i < 100 && !(st & SUSPEND && !(st & Status.DRIVER_OK)) && !(st & Status.DEVICE_NEEDS_RESET); i++) {
       dut.platform.spin(10_000);
       st = r.status();
     }
@@ -368,5 +373,107 @@ defineCheck({
     mon.assertClean({ side: 'driver', statements: ['status_init.driver.13'] });
     expectThat(early === undefined, ['status_init.driver.14'], 'driver reclaimed a ring while the virtqueue was live', 'a reset before freeing', early);
     expectEqual(transportOf(dut).getStatus(), 0, ['status_init.driver.14'], 'device status after shutdown');
+  },
+});
+
+defineCheck({
+  id: 'status_init.device.suspend-drains',
+  title: 'with VIRTIO_F_SUSPEND: requests in flight are used before the device reports itself suspended; config writes are ignored while suspended',
+  statements: ['status_init.device.13', 'status_init.device.8', 'status_init.device.7'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['blk'], transports: ['mmio'], features: [F.SUSPEND] },
+  run(ctx) {
+    const dut = ctx.newDevice({ params: { latencyNs: 200_000 } });
+    const s = startRef(ctx, dut, { extraRing: bit(F.SUSPEND) });
+    if (!s.blk || !(s.dev.features & bit(F.SUSPEND))) throw new CheckSkip('VIRTIO_F_SUSPEND not negotiated');
+    const t = transportOf(dut);
+    const buf = dut.platform.dma.alloc(4 * 4096);
+    const hs: number[] = [];
+    for (let i = 0; i < 4; i++) hs.push(s.blk.submit({ type: 0, sector: i * 8, data: [{ addr: buf + i * 4096, len: 4096 }] }));
+    s.blk.kick();
+    dut.platform.spin(10_000); // the device has taken them; they complete 200 us later
+    const vq = s.dev.queue(0);
+    const inFlightBefore = vq.inFlight;
+    s.dev.suspend();
+    // every request taken before the suspend has been used by the time the device says suspended
+    s.blk.poll();
+    expectThat(inFlightBefore > 0, ['status_init.device.13'], 'no request was in flight when suspending: nothing was exercised');
+    expectEqual(vq.inFlight, 0, ['status_init.device.13'], 'requests still in flight when the device reported SUSPEND');
+    const cfgBefore = t.readConfig(BlkConfigWriteback, 1);
+    t.writeConfig(BlkConfigWriteback, 1, cfgBefore ^ 1);
+    expectEqual(t.readConfig(BlkConfigWriteback, 1), cfgBefore, ['status_init.device.7'], 'config write took effect while suspended');
+    const usedIdx = dut.platform.mem.read16((vq as unknown as { addresses: { device: number } }).addresses.device + 2);
+    dut.platform.spin(1_000_000);
+    expectEqual(dut.platform.mem.read16((vq as unknown as { addresses: { device: number } }).addresses.device + 2), usedIdx, ['status_init.device.8'], 'used idx moved while suspended');
+    s.dev.resume();
+    for (const h of hs) expectEqual(s.blk.wait(h).status, 0, ['status_init.device.13'], 'status of a request completed around the suspend');
+    s.io(2, ctx.seed);
+    s.shutdown();
+  },
+});
+
+defineCheck({
+  id: 'status_init.driver.suspend',
+  title: 'the reference driver suspends only with VIRTIO_F_SUSPEND after DRIVER_OK, waits for SUSPEND=1/DRIVER_OK=0, makes nothing available, notifies nothing and writes no config while suspended, and waits for the device to run again',
+  statements: ['status_init.driver.15', 'status_init.driver.16', 'status_init.driver.17', 'status_init.driver.18', 'status_init.driver.19', 'status_init.driver.20'],
+  side: 'driver',
+  kind: 'example',
+  applies: { devices: ['blk'], transports: ['mmio'], features: [F.SUSPEND] },
+  run(ctx) {
+    // a slow device: suspending and resuming take 300 us of target time
+    const dut = ctx.newDevice({ params: { suspendLatencyNs: 300_000, resumeLatencyNs: 300_000, latencyNs: 50_000 } });
+    const sim = simInternals(dut);
+    const base = (dut.location as { base: number }).base;
+    let early: string | undefined;
+    sim.machine.bus.addListener((a) => {
+      if (a.kind !== 'write' || a.addr < base || a.addr >= base + 0x200) return;
+      const reg = a.addr - base;
+      if (sim.core.suspendState === 'running') return;
+      if (reg === Mmio.QUEUE_NOTIFY && !early) early = `QueueNotify written while the device is ${sim.core.suspendState}`;
+      if (reg >= Mmio.CONFIG && !early) early = `config +${reg - Mmio.CONFIG} written while the device is ${sim.core.suspendState}`;
+    });
+    const s = startRef(ctx, dut, { extraRing: bit(F.SUSPEND) });
+    if (!s.blk || !(s.dev.features & bit(F.SUSPEND))) throw new CheckSkip('VIRTIO_F_SUSPEND not negotiated');
+    s.io(2, ctx.seed);
+    const vq = s.dev.queue(0) as unknown as { addresses: { driver: number } };
+    s.dev.suspend();
+    expectEqual(sim.core.suspendState, 'suspended', ['status_init.driver.16'], 'state of the device when suspend() returned');
+    const availIdx = dut.platform.mem.read16(vq.addresses.driver + 2);
+    let refused = 0;
+    try {
+      s.blk.write(0, new Uint8Array(512).fill(1));
+    } catch (e) {
+      if (e instanceof UsageError) refused++;
+      else throw e;
+    }
+    try {
+      s.blk.setWriteback(false);
+    } catch (e) {
+      if (e instanceof UsageError) refused++;
+      else throw e;
+    }
+    expectEqual(dut.platform.mem.read16(vq.addresses.driver + 2), availIdx, ['status_init.driver.17'], 'available idx moved while suspended');
+    expectThat(early === undefined, ['status_init.driver.18', 'status_init.driver.19'], 'driver touched the device while suspended', 'no notification, no config write', early);
+    expectThat(refused >= 1, ['status_init.driver.17'], 'driver accepted I/O while suspended without refusing it');
+    s.dev.resume();
+    expectEqual(sim.core.suspendState, 'running', ['status_init.driver.20'], 'state of the device when resume() returned');
+    s.io(2, ctx.seed + 1);
+    expectThat(early === undefined, ['status_init.driver.18', 'status_init.driver.19', 'status_init.driver.20'], 'driver touched the device before it ran again', 'no notification, no config write', early);
+    // status_init.driver.15: without VIRTIO_F_SUSPEND negotiated, suspend() does nothing to the device
+    const dut2 = ctx.newDevice({ params: { suspend: false } });
+    const s2 = startRef(ctx, dut2);
+    const before = simInternals(dut2).core.errorCount;
+    let threw = false;
+    try {
+      s2.dev.suspend();
+    } catch {
+      threw = true;
+    }
+    expectThat(threw, ['status_init.driver.15'], 'suspend() went ahead without VIRTIO_F_SUSPEND');
+    expectEqual(simInternals(dut2).core.status & Status.SUSPEND, 0, ['status_init.driver.15'], 'SUSPEND bit written without VIRTIO_F_SUSPEND');
+    expectEqual(simInternals(dut2).core.errorCount, before, ['status_init.driver.15'], 'device recorded a driver error during the refused suspend');
+    s.shutdown();
+    s2.shutdown();
   },
 });

@@ -3,6 +3,7 @@
  * the monitor), raw register access for hostile drivers, a small I/O workload per device kind,
  * and a blk request judge for the monitor (driver-side blk rules).
  */
+import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { discoverMmio, type MmioTransport } from '../../drivers/transport/mmio.ts';
 import { discoverPci, type PciTransport } from '../../drivers/transport/pci.ts';
@@ -148,7 +149,7 @@ export function startRef(ctx: TargetContext, dut: DeviceUnderTest, opts: { witho
  * virtio-net under the reference driver. The I/O workload loops the NIC's wire back to itself
  * (white-box: the model's backend), so every frame sent comes back through the receive queue.
  */
-function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: MmioTransport | PciTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
+function startNet(ctx: TargetContext, dut: DeviceUnderTest, t: VirtioTransport, opts: { without?: bigint; queueSize?: number; extraRing?: bigint }): RefSession {
   const nic = dut.internals?.['model'];
   if (!(nic instanceof VirtioNetDevice)) throw new CheckSkip('virtio-net I/O needs the simulated device (its wire is looped back)');
   nic.connect({ send: (wf) => nic.receive(wf) });

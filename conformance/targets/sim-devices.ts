@@ -10,12 +10,16 @@ import { VirtioBlkDevice, DEFAULT_BLK_FEATURES, type VirtioBlkOptions } from '..
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { featureSet, F, bit } from '../../spec-refs/virtio.ts';
 import { registerSimDevice, registerSimRing, registerSimTransport } from './sim.ts';
+import type { DeviceOptions } from '../target.ts';
 
 for (const legacy of [false, true]) {
   registerSimTransport({
     name: legacy ? 'mmio-legacy' : 'mmio',
     attach(machine, model, opts) {
       const a = attachVirtioMmio(machine, model, { legacy, notifyLatencyNs: Number(opts.params?.['notifyLatencyNs'] ?? 500) });
+      // VIRTIO_F_SUSPEND timing knobs (params suspendLatencyNs / resumeLatencyNs), for driver-side checks
+      if (opts.params?.['suspendLatencyNs'] !== undefined) a.core.suspendLatencyNs = Number(opts.params['suspendLatencyNs']);
+      if (opts.params?.['resumeLatencyNs'] !== undefined) a.core.resumeLatencyNs = Number(opts.params['resumeLatencyNs']);
       const pd = machine.platform.devices().find((d) => d.base === a.base)!;
       return { location: pd, internals: { core: a.core, transport: a.transport, line: a.line } };
     },
@@ -38,6 +42,8 @@ for (const legacy of [false, true]) {
         ...(num('notifyOffMultiplier') !== undefined ? { notifyOffMultiplier: num('notifyOffMultiplier') } : {}),
       });
       const core = legacy ? a.transport.legacyCore! : a.core;
+      if (p['suspendLatencyNs'] !== undefined) core.suspendLatencyNs = Number(p['suspendLatencyNs']);
+      if (p['resumeLatencyNs'] !== undefined) core.resumeLatencyNs = Number(p['resumeLatencyNs']);
       return { location: { kind: 'pci', bus: 0, dev: a.fn.dev, fn: a.fn.fn, name: `virtio-pci:${model.name}` }, internals: { core, transport: a.transport, fn: a.fn } };
     },
   });
@@ -45,16 +51,25 @@ for (const legacy of [false, true]) {
 
 registerSimRing('packed');
 
+/** The built-in devices offer VIRTIO_F_SUSPEND (the core implements it) unless params.suspend is false. */
+function suspendBit(opts: DeviceOptions): bigint {
+  return opts.params?.['suspend'] === false ? 0n : bit(F.SUSPEND);
+}
+
+const ECHO_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX);
+
 registerSimDevice({
   name: 'echo',
   hidden: true,
-  offeredFeatures: featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX),
-  create: (_m, opts) =>
-    new EchoModel({
+  offeredFeatures: ECHO_RING | bit(F.SUSPEND),
+  create: (_m, opts) => {
+    const { suspend: _s, ...rest } = (opts.params ?? {}) as Record<string, unknown>;
+    return new EchoModel({
       ...(opts.queueMaxSize !== undefined ? { queueMaxSize: opts.queueMaxSize } : {}),
-      features: (featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX) | (opts.extraFeatures ?? 0n)) & (opts.offerMask ?? -1n),
-      ...((opts.params ?? {}) as object),
-    }),
+      features: (ECHO_RING | suspendBit(opts) | (opts.extraFeatures ?? 0n)) & (opts.offerMask ?? -1n),
+      ...(rest as object),
+    });
+  },
 });
 
 const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED);
@@ -62,12 +77,12 @@ const BLK_RING = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PA
 /** virtio-blk on a RAM disk (default 4 MiB). params: any VirtioBlkOptions field, plus diskBytes. */
 registerSimDevice({
   name: 'blk',
-  offeredFeatures: DEFAULT_BLK_FEATURES.reduce((s, b) => s | bit(b), BLK_RING),
+  offeredFeatures: DEFAULT_BLK_FEATURES.reduce((s, b) => s | bit(b), BLK_RING | bit(F.SUSPEND)),
   create(_m, opts) {
     const p = (opts.params ?? {}) as Partial<VirtioBlkOptions> & { diskBytes?: number };
-    let ring = (p.ringFeatures ?? BLK_RING) | (opts.extraFeatures ?? 0n);
+    let ring = (p.ringFeatures ?? BLK_RING | suspendBit(opts)) | (opts.extraFeatures ?? 0n);
     if (opts.offerMask !== undefined) ring &= opts.offerMask;
-    const { diskBytes, __wrap: _w, ...rest } = p as typeof p & { __wrap?: unknown };
+    const { diskBytes, __wrap: _w, suspend: _s, suspendLatencyNs: _sl, resumeLatencyNs: _rl, notifyLatencyNs: _nl, ...rest } = p as typeof p & { __wrap?: unknown; suspend?: unknown; suspendLatencyNs?: unknown; resumeLatencyNs?: unknown; notifyLatencyNs?: unknown };
     const dev = new VirtioBlkDevice({
       backend: new RamDisk(diskBytes ?? 4 << 20, p.readOnly ?? false),
       ...(opts.queueMaxSize !== undefined ? { queueSize: opts.queueMaxSize } : {}),

@@ -45,8 +45,6 @@ export function registerSimRing(r: RingLayout): void {
 
 /** Expected failures of the built-in devices: check id -> reason. Each entry is a known bug, reported; the run fails when one starts passing (remove it then). */
 export const SIM_XFAIL: Record<string, string> = {
-  'blk.driver.zoned': 'drivers/blk/driver.ts accepts VIRTIO_BLK_F_DISCARD from a device offering ZONED with the host-managed model (blk.driver.6); reported to the blk engineer',
-  'status_init.device.suspend-needs-init': 'VirtioCore.writeStatus stores a SUSPEND bit the driver writes before DRIVER_OK (device-models/virtio/core.ts); reported to the core engineer',
 };
 
 export const simTarget: Target = {

@@ -20,8 +20,9 @@ import type { Chain, DeviceContext, Segment, VirtioDeviceModel } from '../virtio
 import type { GuestMemory } from '../machine/memory.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/blk-layout.ts';
 import { SECTOR, type BlkBackend } from './backend.ts';
+import { ZoneSet, type ZonedOptions } from './zones.ts';
 
 export interface BlkLimits {
   /** Largest num_sectors of one segment (config max_*_sectors). */
@@ -75,6 +76,11 @@ export interface VirtioBlkOptions {
   reorder?: boolean;
   /** Complete each batch this many ns of virtual time after it was taken (0: at once). */
   latencyNs?: number;
+  /**
+   * A zoned device (VIRTIO_BLK_F_ZONED offered): zone model, zone size, limits, conventional /
+   * read-only / offline zones. See zones.ts. Absent: not zoned, ZONED not offered (blk.device.5).
+   */
+  zoned?: ZonedOptions;
 }
 
 export interface BlkStats {
@@ -105,7 +111,7 @@ export const DEFAULT_BLK_FEATURES: readonly number[] = [
   BlkF.SECURE_ERASE,
 ];
 
-const IMPLEMENTED = new Set<number>([...DEFAULT_BLK_FEATURES, BlkF.MQ, BlkF.RO]);
+const IMPLEMENTED = new Set<number>([...DEFAULT_BLK_FEATURES, BlkF.MQ, BlkF.RO, BlkF.ZONED]);
 const TWO32 = 0x1_0000_0000;
 const S_OK = Blk.S_OK;
 const S_IOERR = Blk.S_IOERR;
@@ -147,6 +153,15 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
   private nSecureErase = false;
   private nSegMax = false;
   private nSizeMax = false;
+  private nZoned = false;
+  /** ZONED negotiated with model HM or HA: zone rules apply to requests. */
+  private zonedOn = false;
+  /** FEATURES_OK was accepted without ZONED: the zoned fields read 0 (blk.device.7). */
+  private zonedHidden = false;
+  /** The zones (zoned option given), else undefined. */
+  readonly zones: ZoneSet | undefined;
+  /** Features a legacy interface must not offer (blk.device.6: ZONED needs FEATURES_OK). */
+  readonly legacyWithheldFeatures = bit(BlkF.ZONED);
 
   private readonly segMax: number;
   private readonly sizeMax: number;
@@ -170,6 +185,8 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     this.queueSize = u32('queueSize', opts.queueSize ?? 256, 1, 32768);
     const feats = new Set(opts.blkFeatures ?? (nq > 1 ? [...DEFAULT_BLK_FEATURES, BlkF.MQ] : DEFAULT_BLK_FEATURES));
     if (opts.readOnly || opts.backend.readOnly) feats.add(BlkF.RO);
+    if (opts.zoned) feats.add(BlkF.ZONED);
+    if (feats.has(BlkF.ZONED) && !opts.zoned) throw new UsageError('usage.blk.zoned', 'VIRTIO_BLK_F_ZONED needs the zoned option (blk.device.5)', { statements: ['blk.device.5'] });
     for (const f of feats) {
       if (!IMPLEMENTED.has(f)) throw new UsageError('usage.blk.features', 'virtio-blk feature not implemented by this model', { expected: [...IMPLEMENTED].join(','), seen: String(f) });
     }
@@ -197,6 +214,15 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     this.discardLim = lim('discard', opts.discard, { maxSectors: 0x3f_ffff, maxSeg: 16, alignment: 8 });
     this.wzLim = lim('writeZeroes', opts.writeZeroes, { maxSectors: 0x3f_ffff, maxSeg: 16 });
     this.seLim = lim('secureErase', opts.secureErase, { maxSectors: 0x3f_ffff, maxSeg: 16, alignment: 8 });
+    if (opts.zoned) {
+      this.zones = new ZoneSet(Math.floor(opts.backend.size / SECTOR), opts.zoned);
+      const zs = this.zones.zoneSectors;
+      if (this.zones.zoned) {
+        // blk.device.57: with ZONED, secure erase works on whole zones
+        this.seLim.alignment = zs * Math.max(1, Math.round(this.seLim.alignment / zs));
+        this.seLim.maxSectors = Math.max(zs, this.seLim.maxSectors - (this.seLim.maxSectors % zs));
+      }
+    }
     this.enforceAlignment = opts.enforceAlignment ?? true;
     const maxSeg = Math.max(this.discardLim.maxSeg, this.wzLim.maxSeg, this.seLim.maxSeg);
     this.dwz = new Uint8Array(maxSeg * BlkDwz.SIZE);
@@ -242,6 +268,23 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
       c.setUint32(BlkConfig.MAX_SECURE_ERASE_SEG, this.seLim.maxSeg, true);
       c.setUint32(BlkConfig.SECURE_ERASE_SECTOR_ALIGNMENT, this.seLim.alignment, true);
     }
+    if (this.zones) {
+      // blk.device.9-18: the zoned characteristics; unused2 stays 0 (blk.device.18).
+      // blk.device.15: max_append_sectors never above seg_max * size_max
+      const z = this.zones;
+      const o = BlkConfig.ZONED;
+      const perReq = this.oSegMax && this.oSizeMax ? Math.floor((this.segMax * this.sizeMax) / SECTOR) : Infinity;
+      const maxAppend = Math.min(z.maxAppendSectors, perReq);
+      (z as { maxAppendSectors: number }).maxAppendSectors = maxAppend;
+      if (z.zoned) {
+        c.setUint32(o + BlkZonedConfig.ZONE_SECTORS, z.zoneSectors, true);
+        c.setUint32(o + BlkZonedConfig.MAX_OPEN_ZONES, z.maxOpen, true);
+        c.setUint32(o + BlkZonedConfig.MAX_ACTIVE_ZONES, z.maxActive, true);
+        c.setUint32(o + BlkZonedConfig.MAX_APPEND_SECTORS, maxAppend, true);
+        c.setUint32(o + BlkZonedConfig.WRITE_GRANULARITY, z.writeGranularity, true);
+      }
+      c.setUint8(o + BlkZonedConfig.MODEL, z.model);
+    }
   }
 
   /** Capacity in 512-byte sectors, as the config space says. */
@@ -265,6 +308,7 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
    * time (blk.device.19) and then sends a configuration change notification (blk.device.20).
    */
   resize(bytes: number): void {
+    if (this.zones) throw new UsageError('usage.blk.zoned', 'a zoned device cannot be resized');
     this.backend.resize(bytes);
     this.setCapacity(this.backend.size);
     this.ctx?.configChanged();
@@ -275,6 +319,8 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
   }
 
   readConfig(offset: number, size: 1 | 2 | 4): number {
+    // blk.device.7: ZONED declined (HA / NONE) -> every zoned field reads 0
+    if (this.zonedHidden && offset + size > BlkConfig.ZONED && offset < BlkConfig.ZONED + BlkZonedConfig.SIZE) return 0;
     if (offset >= 0 && offset + size <= BlkConfig.SIZE) {
       if (size === 1) return this.config[offset]!;
       if (size === 2) return this.cfg.getUint16(offset, true);
@@ -299,7 +345,10 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
 
   acceptFeatures(features: bigint): boolean {
     if ((features & ~this.offeredFeatures) !== 0n) return false;
+    // blk.device.8: a host-managed device cannot work for a driver that declines ZONED
+    if (this.zones?.model === BlkZoneModel.HM && !hasFeature(features, BlkF.ZONED)) return false;
     this.latch(features);
+    this.zonedHidden = this.zones !== undefined && !this.nZoned;
     // blk.device.3: CONFIG_WCE negotiated without FLUSH -> writethrough
     if (this.nWce && !this.nFlush) this.config[BlkConfig.WRITEBACK] = 0;
     return true;
@@ -313,6 +362,8 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     this.nSecureErase = hasFeature(features, BlkF.SECURE_ERASE);
     this.nSegMax = hasFeature(features, BlkF.SEG_MAX);
     this.nSizeMax = hasFeature(features, BlkF.SIZE_MAX);
+    this.nZoned = hasFeature(features, BlkF.ZONED) && this.zones !== undefined;
+    this.zonedOn = this.nZoned && this.zones!.zoned;
   }
 
   activate(ctx: DeviceContext): void {
@@ -327,6 +378,7 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     this.mem = undefined;
     this.session++;
     this.latch(0n);
+    this.zonedHidden = false;
     this.config[BlkConfig.WRITEBACK] = this.defaultWriteback;
   }
 
@@ -553,6 +605,16 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
         return this.nWriteZeroes ? this.doRanges(chain, wlen, this.wzLim, 1) : S_UNSUPP;
       case Blk.T_SECURE_ERASE:
         return this.nSecureErase ? this.doRanges(chain, wlen, this.seLim, 2) : S_UNSUPP;
+      case Blk.T_ZONE_APPEND:
+        return this.zonedOn ? this.doAppend(chain, wlen, secLo, secHi) : S_UNSUPP;
+      case Blk.T_ZONE_REPORT:
+        return this.zonedOn ? this.doReport(chain, wlen, secLo, secHi) : S_UNSUPP;
+      case Blk.T_ZONE_OPEN:
+      case Blk.T_ZONE_CLOSE:
+      case Blk.T_ZONE_FINISH:
+      case Blk.T_ZONE_RESET:
+      case Blk.T_ZONE_RESET_ALL:
+        return this.zonedOn ? this.doZoneMgmt(chain, wlen, secLo, secHi) : S_UNSUPP;
       default:
         // GET_LIFETIME (LIFETIME never offered), zone requests (ZONED never offered:
         // blk.device.36; BLK_ZONE_TYPES), and every unknown type
@@ -600,6 +662,10 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     if (dataLen % SECTOR !== 0 || chain.readableLen !== BlkReqHeader.SIZE) return S_IOERR;
     const off = this.range(secLo, secHi, dataLen);
     if (off < 0) return S_IOERR; // blk.driver.12: beyond capacity
+    if (this.zonedOn) {
+      const st = this.zones!.checkRead(off / SECTOR, dataLen / SECTOR);
+      if (st !== S_OK) return st;
+    }
     const segs = chain.writable;
     if (!this.segLimitsOk(segs, 0, dataLen)) return S_IOERR;
     const backend = this.backend;
@@ -629,6 +695,16 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     if (off < 0) return S_IOERR; // blk.driver.12
     const segs = chain.readable;
     if (!this.segLimitsOk(segs, BlkReqHeader.SIZE, dataLen)) return S_IOERR;
+    if (this.zonedOn) {
+      const w = this.zones!.write(off / SECTOR, dataLen / SECTOR, false);
+      if (w.status !== S_OK) return w.status;
+    }
+    return this.writeData(chain, off, dataLen);
+  }
+
+  /** Copy the data after the header of `chain` to disk offset `off`. */
+  private writeData(chain: Chain, off: number, dataLen: number): number {
+    const segs = chain.readable;
     const backend = this.backend;
     let skip: number = BlkReqHeader.SIZE;
     let pos = 0;
@@ -680,6 +756,10 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
       if (this.range(lo, hi, n * SECTOR) < 0) return S_IOERR;
       if (align > 1 && (hi * TWO32 + lo) % align !== 0) return S_IOERR;
     }
+    if (this.zonedOn) {
+      const st = this.zonedRanges(v, nseg, kind);
+      if (st !== S_OK) return st;
+    }
     const backend = this.backend;
     for (let i = 0; i < nseg; i++) {
       const b = i * BlkDwz.SIZE;
@@ -695,6 +775,107 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     }
     if (kind === 1 && this.writethrough && backend.persistent) backend.flush();
     return S_OK;
+  }
+
+  /**
+   * Range requests on a zoned device. DISCARD and WRITE_ZEROES apply to conventional zones only
+   * (a sequential zone is written at its write pointer, never zeroed in place): ZONE_INVALID_CMD
+   * otherwise. SECURE_ERASE works on whole zones (blk.device.58) and resets each sequential zone
+   * it covers as ZONE_RESET would (blk.device.59); the data is then erased by the caller.
+   */
+  private zonedRanges(v: DataView, nseg: number, kind: 0 | 1 | 2): number {
+    const zones = this.zones!;
+    const zs = zones.zoneSectors;
+    for (let i = 0; i < nseg; i++) {
+      const b = i * BlkDwz.SIZE;
+      const n = v.getUint32(b + BlkDwz.NUM_SECTORS, true);
+      const s = v.getUint32(b + BlkDwz.SECTOR + 4, true) * TWO32 + v.getUint32(b + BlkDwz.SECTOR, true);
+      if (kind === 2) {
+        if (n % zs !== 0 || s % zs !== 0) return S_IOERR; // blk.device.58
+        for (let z = s; z < s + n; z += zs) {
+          const zone = zones.zoneOf(z)!;
+          if (zone.type === 1) continue; // conventional: a plain erase
+          if (zone.state === 13 || zone.state === 15) return Blk.S_ZONE_INVALID_CMD; // a reset would fail
+        }
+        continue;
+      }
+      for (let z = s; z < s + n; z = (Math.floor(z / zs) + 1) * zs) {
+        const zone = zones.zoneOf(z)!;
+        if (zone.type !== 1 || zone.state === 15) return Blk.S_ZONE_INVALID_CMD;
+      }
+    }
+    if (kind === 2) {
+      for (let i = 0; i < nseg; i++) {
+        const b = i * BlkDwz.SIZE;
+        const n = v.getUint32(b + BlkDwz.NUM_SECTORS, true);
+        const s = v.getUint32(b + BlkDwz.SECTOR + 4, true) * TWO32 + v.getUint32(b + BlkDwz.SECTOR, true);
+        for (let z = s; z < s + n; z += zs) if (zones.zoneOf(z)!.type !== 1) zones.manage(Blk.T_ZONE_RESET, z);
+      }
+    }
+    return S_OK;
+  }
+
+  /** ZONE_APPEND: header + data readable; le64 append_sector + status writable. */
+  private doAppend(chain: Chain, wlen: number, secLo: number, secHi: number): number {
+    this.stats.writes++;
+    if (this.oRo) return S_IOERR;
+    const dataLen = chain.readableLen - BlkReqHeader.SIZE;
+    if (wlen !== BLK_APPEND_SECTOR_BYTES + 1 || dataLen % SECTOR !== 0) return S_IOERR;
+    const off = this.range(secLo, secHi, 0);
+    if (off < 0) return S_IOERR;
+    if (!this.segLimitsOk(chain.readable, BlkReqHeader.SIZE, dataLen)) return S_IOERR;
+    const w = this.zones!.write(off / SECTOR, dataLen / SECTOR, true);
+    if (w.status !== S_OK) return w.status;
+    const st = this.writeData(chain, w.at * SECTOR, dataLen);
+    // blk.device.47: append_sector = the first sector written
+    const a = new Uint8Array(BLK_APPEND_SECTOR_BYTES);
+    const dv = new DataView(a.buffer);
+    dv.setUint32(0, w.at % TWO32, true);
+    dv.setUint32(4, Math.floor(w.at / TWO32), true);
+    this.scatterWritable(chain.writable, a);
+    return st;
+  }
+
+  /** ZONE_REPORT: the zones from the one holding `sector`, as many as fit in the data buffer. */
+  private doReport(chain: Chain, wlen: number, secLo: number, secHi: number): number {
+    const dataLen = wlen - 1;
+    if (chain.readableLen !== BlkReqHeader.SIZE || dataLen < BlkZoneReport.HEADER_SIZE) return S_IOERR;
+    if (secHi >= 0x20_0000) return S_IOERR;
+    const sector = secHi * TWO32 + secLo;
+    if (sector >= this.capacity) return S_IOERR;
+    const zones = this.zones!;
+    const first = Math.floor(sector / zones.zoneSectors);
+    const fit = Math.floor((dataLen - BlkZoneReport.HEADER_SIZE) / BlkZoneReport.DESC_SIZE);
+    const n = Math.max(0, Math.min(fit, zones.zones.length - first));
+    const out = new Uint8Array(dataLen);
+    const dv = new DataView(out.buffer);
+    const put64 = (o: number, x: number) => {
+      dv.setUint32(o, x % TWO32, true);
+      dv.setUint32(o + 4, Math.floor(x / TWO32), true);
+    };
+    put64(BlkZoneReport.NR_ZONES, n);
+    for (let i = 0; i < n; i++) {
+      const z = zones.zones[first + i]!;
+      const d = BlkZoneReport.HEADER_SIZE + i * BlkZoneReport.DESC_SIZE;
+      put64(d + BlkZoneReport.Z_CAP, z.cap);
+      put64(d + BlkZoneReport.Z_START, z.start);
+      put64(d + BlkZoneReport.Z_WP, z.type === 1 || z.state >= 13 ? z.start + z.len : z.wp);
+      out[d + BlkZoneReport.Z_TYPE] = z.type;
+      out[d + BlkZoneReport.Z_STATE] = z.state;
+    }
+    this.scatterWritable(chain.writable, out);
+    return S_OK;
+  }
+
+  /** ZONE_OPEN / CLOSE / FINISH / RESET / RESET_ALL: no data. */
+  private doZoneMgmt(chain: Chain, wlen: number, secLo: number, secHi: number): number {
+    if (wlen !== 1 || chain.readableLen !== BlkReqHeader.SIZE) return S_IOERR;
+    if (this.oRo) return S_IOERR;
+    if (secHi >= 0x20_0000) return Blk.S_ZONE_INVALID_CMD;
+    const r = this.zones!.manage(this.hType, secHi * TWO32 + secLo);
+    // blk.device.55: ranges that became unwritten read back as the fill pattern (zeroes)
+    for (const u of r.unwritten) this.backend.writeZeroes(u.sector * SECTOR, u.sectors * SECTOR);
+    return r.status;
   }
 
   private scatterWritable(segs: readonly Segment[], data: Uint8Array): void {

@@ -77,6 +77,9 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
+/** Core features a caller may add to the offer: the model is indifferent to them (in-order use holds: every queue completes in order). */
+const CORE_PASSTHROUGH: bigint = [F.NOTIFICATION_DATA, F.NOTIF_CONFIG_DATA, F.IN_ORDER].reduce((s, b) => s | bit(b), 0n);
+
 /** A record of a driver breaking a statement, kept for conformance checks. */
 export interface NetViolation {
   readonly id: string;
@@ -226,7 +229,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.ctrlHook = opts.ctrlHook;
     this.permanentMac = (opts.mac ?? new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])).slice(0, 6);
     this.linkUp = opts.linkUp ?? true;
-    let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & NET_SUPPORTED_FEATURES;
+    // Ring and transport features the core implements pass through when asked for (not offered by default).
+    let feats = (opts.features ?? NET_SUPPORTED_FEATURES) & (NET_SUPPORTED_FEATURES | CORE_PASSTHROUGH);
     if (this.maxPairs === 1 && opts.features === undefined) feats &= ~bit(NetF.MQ);
     if (this.mtu < 68 || this.mtu > 65535) feats &= ~bit(NetF.MTU); // net.device.2: only a valid mtu is offered
     // features.device.1: never offer a feature without what it depends on.

@@ -12,6 +12,8 @@ import { ringLayout, type VirtioCore } from '../virtio/core.ts';
 import { F, bit } from '../../spec-refs/virtio.ts';
 import type { VirtioDeviceModel } from '../virtio/model.ts';
 import { MmioTransport } from '../../drivers/transport/mmio.ts';
+import { attachVirtioPci } from '../virtio/pci.ts';
+import { discoverPci } from '../../drivers/transport/pci.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { NET_DRIVER_FEATURES, VirtioNetDriver, type NetDriverOptions } from '../../drivers/net/driver.ts';
 import { VirtioNetDevice, type NetDeviceOptions } from './device.ts';
@@ -36,9 +38,25 @@ function mmioKind(legacy: boolean): NetTransportKind {
   };
 }
 
+/** virtio-pci: 'pci' a modern function; 'pci-legacy' a transitional one driven through its legacy interface. */
+function pciKind(legacy: boolean): NetTransportKind {
+  return {
+    name: legacy ? 'pci-legacy' : 'pci',
+    attach(m, model) {
+      const a = attachVirtioPci(m, model, { mode: legacy ? 'transitional' : 'modern', notifyLatencyNs: 200 });
+      const core = legacy ? a.transport.legacyCore! : a.core;
+      const t = discoverPci(m.platform, { legacy }).transports.find((x) => x.addr.dev === a.fn.dev && x.addr.fn === a.fn.fn);
+      if (!t) throw new Error('virtio-pci device not found by enumeration');
+      return { core, transport: t };
+    },
+  };
+}
+
 const kinds = new Map<string, NetTransportKind>([
   ['mmio', mmioKind(false)],
   ['mmio-legacy', mmioKind(true)],
+  ['pci', pciKind(false)],
+  ['pci-legacy', pciKind(true)],
 ]);
 
 export function registerNetTransport(k: NetTransportKind): void {

@@ -183,4 +183,78 @@ describe('VirtioCore', () => {
     expect(c.generation).not.toBe(g);
     expect(sig.config).toBe(0);
   });
+
+  describe('VIRTIO_F_SUSPEND', () => {
+    const SUS = featureSet(F.VERSION_1, F.SUSPEND);
+    it('ignores SUSPEND before DRIVER_OK or when not negotiated (status_init.device.6)', () => {
+      const { m, c } = mk({ features: SUS });
+      negotiate(c, SUS);
+      c.writeStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.SUSPEND);
+      expect(c.status & Status.SUSPEND).toBe(0);
+      const o = mk({ features: SUS });
+      negotiate(o.c, featureSet(F.VERSION_1));
+      ring(o.c, o.m, 0, 0x10000);
+      o.c.writeStatus(OK);
+      o.c.writeStatus(OK | Status.SUSPEND);
+      o.m.scheduler.runFor(100_000);
+      expect(o.c.status & Status.SUSPEND).toBe(0);
+      expect(o.c.suspendState).toBe('running');
+      void m;
+    });
+    it('finishes requests in flight, then reports SUSPEND without DRIVER_OK; takes nothing while suspended; resumes on DRIVER_OK (status_init.device.8, .11, .12, .13)', () => {
+      const { m, c, sig } = mk({ features: SUS, completionDelayNs: 50_000 });
+      negotiate(c, SUS);
+      const r = ring(c, m, 0, 0x10000);
+      c.writeStatus(OK);
+      r.setDesc(0, 0x20_0000, 1, D_NEXT, 1);
+      r.setDesc(1, 0x20_1000, 1, D_WRITE);
+      r.publish(0);
+      c.notify(0);
+      m.scheduler.runFor(1000); // taken, completes at +50 us
+      c.writeStatus(OK | Status.SUSPEND);
+      expect(c.suspendState).toBe('suspending');
+      expect(c.status & Status.DRIVER_OK).toBe(Status.DRIVER_OK);
+      m.scheduler.runFor(10_000);
+      expect(c.suspendState).toBe('suspending'); // still in flight
+      m.scheduler.runFor(100_000);
+      expect(r.usedIdx).toBe(1);
+      expect(c.suspendState).toBe('suspended');
+      expect(c.status & (Status.SUSPEND | Status.DRIVER_OK)).toBe(Status.SUSPEND);
+      // a buffer made available while suspended is not taken, and a notification is dropped and recorded
+      r.setDesc(2, 0x20_2000, 1, D_NEXT, 3);
+      r.setDesc(3, 0x20_3000, 1, D_WRITE);
+      r.publish(2);
+      const used = sig.used.length;
+      c.notify(0);
+      m.scheduler.runFor(100_000);
+      expect(r.usedIdx).toBe(1);
+      expect(sig.used.length).toBe(used);
+      expect(c.errors.some((e) => e.error.code === 'notify.suspended')).toBe(true);
+      // a config change while suspended is notified on resume (status_init.device.10)
+      const cfg = sig.config;
+      c.configChanged();
+      expect(sig.config).toBe(cfg);
+      c.writeStatus(OK | Status.SUSPEND);
+      m.scheduler.runFor(1000);
+      expect(c.suspendState).toBe('running');
+      expect(c.status & (Status.SUSPEND | Status.DRIVER_OK)).toBe(Status.DRIVER_OK);
+      expect(sig.config).toBe(cfg + 1);
+      m.scheduler.runFor(100_000);
+      expect(r.usedIdx).toBe(2);
+    });
+    it('sets DEVICE_NEEDS_RESET when requests in flight never finish (status_init.device.11)', () => {
+      const { m, c } = mk({ features: SUS, completionDelayNs: 1e9 });
+      negotiate(c, SUS);
+      const r = ring(c, m, 0, 0x10000);
+      c.writeStatus(OK);
+      r.setDesc(0, 0x20_0000, 1, D_NEXT, 1);
+      r.setDesc(1, 0x20_1000, 1, D_WRITE);
+      r.publish(0);
+      c.notify(0);
+      m.scheduler.runFor(1000);
+      c.writeStatus(OK | Status.SUSPEND);
+      m.scheduler.runFor(20_000_000);
+      expect(c.status & Status.DEVICE_NEEDS_RESET).toBe(Status.DEVICE_NEEDS_RESET);
+    });
+  });
 });

@@ -70,6 +70,10 @@ export interface CoreQueue extends DeviceQueue {
    * memory again, completions included.
    */
   stop(mode: 'halt' | 'detach'): void;
+  /** VIRTIO_F_SUSPEND: stop (true) or restart (false) taking new chains; completions still go through. */
+  pause?(on: boolean): void;
+  /** Chains taken and not yet completed (for suspend: wait until every one has been used). */
+  readonly numInFlight?: number;
 }
 
 /** A ring layout: how to validate a queue configuration and build the ring over it. */
@@ -101,7 +105,18 @@ export interface VirtioCoreOptions {
   notifyLatencyNs?: number;
   /** Feature bits the transport can carry (e.g. RING_RESET only where the transport has the register). Default: all. */
   transportFeatures?: bigint;
+  /** VIRTIO_F_SUSPEND: least time between the driver setting SUSPEND and the device reporting it suspended. Default 0. */
+  suspendLatencyNs?: number;
+  /** VIRTIO_F_SUSPEND: time between the driver setting DRIVER_OK on a suspended device and the device running again. Default 0. */
+  resumeLatencyNs?: number;
+  /** VIRTIO_F_SUSPEND: how long in-flight requests may take to finish before suspending fails (DEVICE_NEEDS_RESET). Default 10 ms. */
+  suspendTimeoutNs?: number;
 }
+
+/** Where a device is in the VIRTIO_F_SUSPEND cycle. */
+export type SuspendState = 'running' | 'suspending' | 'suspended' | 'resuming';
+
+const SUSPEND_POLL_NS = 1_000;
 
 /** A recorded driver error (kept for the conformance monitor and for tests). */
 export interface DriverErrorRecord {
@@ -150,13 +165,19 @@ export class VirtioCore implements RingHost {
   /** Incremented on every reset: contexts and scheduled work of an earlier epoch are inert. */
   private epoch = 0;
   private ctx: DeviceContext | null = null;
+  private _suspend: SuspendState = 'running';
+  /** A configuration change happened while suspended: notify on resume (status_init.device.10). */
+  private configPending = false;
+  suspendLatencyNs: number;
+  resumeLatencyNs: number;
+  suspendTimeoutNs: number;
 
   readonly errors: DriverErrorRecord[] = [];
   errorCount = 0;
   /** Why the device last set DEVICE_NEEDS_RESET. */
   needsResetReason: PvkitError | undefined;
   /** Counters, for tests and benchmarks. */
-  readonly stats = { notifies: 0, notifyRuns: 0, usedSignals: 0, configSignals: 0, resets: 0 };
+  readonly stats = { notifies: 0, notifyRuns: 0, usedSignals: 0, configSignals: 0, resets: 0, suspends: 0, resumes: 0 };
 
   constructor(mem: GuestMemory, scheduler: Scheduler, model: VirtioDeviceModel, opts: VirtioCoreOptions = {}) {
     this.mem = mem;
@@ -164,11 +185,14 @@ export class VirtioCore implements RingHost {
     this.model = model;
     this.legacy = opts.legacy ?? false;
     this.notifyLatencyNs = opts.notifyLatencyNs ?? 0;
+    this.suspendLatencyNs = opts.suspendLatencyNs ?? 0;
+    this.resumeLatencyNs = opts.resumeLatencyNs ?? 0;
+    this.suspendTimeoutNs = opts.suspendTimeoutNs ?? 10_000_000;
     let offered = model.offeredFeatures & (opts.transportFeatures ?? ALL_FEATURES);
     // A ring layout nobody implements is not offered.
     if (!layouts.has('packed')) offered &= ~bit(F.RING_PACKED);
     // The legacy interface has 32 feature bits and no VERSION_1 (features >= 32 all need VERSION_1).
-    if (this.legacy) offered &= 0xffff_ffffn;
+    if (this.legacy) offered &= 0xffff_ffffn & ~(model.legacyWithheldFeatures ?? 0n);
     this._deviceFeatures = offered;
     const n = model.numQueues;
     this.queues = [];
@@ -222,6 +246,11 @@ export class VirtioCore implements RingHost {
     return this.queues.length;
   }
 
+  /** VIRTIO_F_SUSPEND state. */
+  get suspendState(): SuspendState {
+    return this._suspend;
+  }
+
   /**
    * A driver write of the status field. 0 resets the device (status_init.device.4). Otherwise bits
    * are only ever added: a driver may not clear one (status_init.driver.2), so the device keeps
@@ -234,6 +263,19 @@ export class VirtioCore implements RingHost {
       return;
     }
     const old = this._status;
+    if (this._suspend !== 'running') {
+      this.suspendedStatusWrite(value);
+      return;
+    }
+    if (value & Status.SUSPEND && !(old & Status.SUSPEND)) {
+      // status_init.device.6: SUSPEND counts only on a completely initialised device that negotiated it
+      value &= ~Status.SUSPEND;
+      if (!this.legacy && hasFeature(this._negotiated, F.SUSPEND) && old & Status.DRIVER_OK && !(old & Status.DEVICE_NEEDS_RESET) && this.ctx) {
+        this.beginSuspend(old | value);
+        return;
+      }
+      this.record(new DriverMisbehaviourError('status.suspend_early', 'driver set SUSPEND before DRIVER_OK or without VIRTIO_F_SUSPEND; ignored', { statements: ['status_init.driver.15', 'status_init.device.6'], expected: 'DRIVER_OK set and VIRTIO_F_SUSPEND negotiated', seen: statusNames(old | value) }), false);
+    }
     // (DEVICE_NEEDS_RESET is the device's bit: a driver writing status back without it clears nothing)
     if (old & ~value & 0xff & ~Status.DEVICE_NEEDS_RESET) {
       this.record(new DriverMisbehaviourError('status.clear', 'driver cleared device status bits without a reset', { statements: ['status_init.driver.2'], expected: `a superset of ${statusNames(old)}`, seen: statusNames(value) }), false);
@@ -364,6 +406,8 @@ export class VirtioCore implements RingHost {
       q.resetting = false;
     }
     this._status = 0;
+    this._suspend = 'running';
+    this.configPending = false;
     this._driverFeatures = 0n;
     this._negotiated = 0n;
     this.ringOpts = { eventIdx: false, indirect: false, inOrder: false, legacy: this.legacy };
@@ -377,7 +421,83 @@ export class VirtioCore implements RingHost {
     this.signals?.reset();
   }
 
-  // ---------------------------------------------------------------- features
+  // ---------------------------------------------------------------- suspend (VIRTIO_F_SUSPEND)
+
+  /**
+   * The driver set SUSPEND on a running device: stop taking buffers at once, let the requests in
+   * flight finish and send their used-buffer notifications, then report SUSPEND=1, DRIVER_OK=0
+   * (content.tex "Device Suspend"; status_init.device.11, .13). Until then the status reads
+   * back as the driver wrote it (SUSPEND and DRIVER_OK both set). If the requests in flight do
+   * not finish within suspendTimeoutNs the device fails to suspend and sets DEVICE_NEEDS_RESET.
+   */
+  private beginSuspend(value: number): void {
+    this._status = value | Status.SUSPEND;
+    this._suspend = 'suspending';
+    this.stats.suspends++;
+    for (const r of this.rings) r?.pause?.(true);
+    for (let i = 0; i < this.pendingNotify.length; i++) {
+      const ev = this.pendingNotify[i];
+      if (ev) this.scheduler.cancel(ev);
+      this.pendingNotify[i] = null;
+    }
+    const epoch = this.epoch;
+    const deadline = this.scheduler.now + this.suspendTimeoutNs;
+    const step = (): void => {
+      if (epoch !== this.epoch || this._suspend !== 'suspending') return;
+      if (this._status & Status.DEVICE_NEEDS_RESET) return;
+      if (this.inFlight() === 0) {
+        this._suspend = 'suspended';
+        this._status = (this._status | Status.SUSPEND) & ~Status.DRIVER_OK;
+        return;
+      }
+      if (this.scheduler.now >= deadline) {
+        this.needsReset(new DriverMisbehaviourError('suspend.timeout', 'requests in flight did not finish: the device could not suspend', { statements: ['status_init.device.11'] }));
+        return;
+      }
+      this.scheduler.schedule(SUSPEND_POLL_NS, `virtio:${this.model.name}:suspend`, step);
+    };
+    this.scheduler.schedule(this.suspendLatencyNs, `virtio:${this.model.name}:suspend`, step);
+  }
+
+  private inFlight(): number {
+    let n = 0;
+    for (const r of this.rings) n += r?.numInFlight ?? 0;
+    return n;
+  }
+
+  /** A status write while suspending, suspended or resuming. */
+  private suspendedStatusWrite(value: number): void {
+    const old = this._status;
+    if (this._suspend === 'suspended' && value & Status.DRIVER_OK) {
+      // resume (status_init.device.12); the driver may write SUSPEND back or not
+      this._suspend = 'resuming';
+      this._status = old | Status.DRIVER_OK | (value & (Status.FAILED));
+      this.stats.resumes++;
+      const epoch = this.epoch;
+      this.scheduler.schedule(this.resumeLatencyNs, `virtio:${this.model.name}:resume`, () => {
+        if (epoch !== this.epoch || this._suspend !== 'resuming') return;
+        this.finishResume();
+      });
+      return;
+    }
+    if (value & Status.FAILED) this._status |= Status.FAILED;
+    if ((value | Status.SUSPEND | Status.DRIVER_OK | Status.DEVICE_NEEDS_RESET) !== (old | Status.SUSPEND | Status.DRIVER_OK | Status.DEVICE_NEEDS_RESET)) {
+      this.record(new DriverMisbehaviourError('status.suspended_write', `status write while ${this._suspend}`, { statements: ['status_init.driver.2'], seen: statusNames(value) }), false);
+    }
+  }
+
+  private finishResume(): void {
+    this._suspend = 'running';
+    this._status = (this._status & ~Status.SUSPEND) | Status.DRIVER_OK;
+    for (const r of this.rings) r?.pause?.(false);
+    if (this.configPending) {
+      this.configPending = false;
+      this.sendConfigInterrupt(); // status_init.device.10: the change made while suspended
+    }
+    // buffers the driver may have made available while suspended (it should not have): look now
+    for (const q of this.queues) if (q.ready && this.rings[q.index]) this.notify(q.index);
+  }
+
 
   /** 32-bit window `sel` of the device features (DeviceFeatures / device_feature). */
   deviceFeatureWord(sel: number): number {
@@ -416,6 +536,11 @@ export class VirtioCore implements RingHost {
   }
 
   writeConfig(offset: number, size: 1 | 2 | 4, value: number): void {
+    if (this._suspend !== 'running') {
+      // status_init.device.7: config writes are ignored while suspended
+      this.record(new DriverMisbehaviourError('config.suspended', 'config write while the device is suspended; ignored', { statements: ['status_init.driver.19', 'status_init.device.7'], seen: `${offset}+${size} = ${hex(value >>> 0)}` }), false);
+      return;
+    }
     if (offset < 0 || offset + size > this.model.configSize) {
       this.record(new DriverMisbehaviourError('config.range', 'config write outside the device configuration space', { expected: `< ${this.model.configSize}`, seen: `${offset}+${size}` }), false);
       return;
@@ -430,6 +555,10 @@ export class VirtioCore implements RingHost {
   /** The device changed its configuration: bump the generation (mmio.device.6) and notify once the driver is up. */
   configChanged(): void {
     this._generation = (this._generation + 1) >>> 0;
+    if (this._suspend !== 'running') {
+      this.configPending = true; // status_init.device.10: sent on resume
+      return;
+    }
     if (this._status & Status.DRIVER_OK) this.sendConfigInterrupt();
   }
 
@@ -569,6 +698,11 @@ export class VirtioCore implements RingHost {
       this.record(new DriverMisbehaviourError('notify.index', 'notification for a queue that does not exist', { expected: `< ${this.queues.length}`, seen: String(index) }), false);
       return;
     }
+    if (this._suspend !== 'running') {
+      // status_init.driver.18 (the driver's rule); the device does not touch the queues while suspended (status_init.device.8)
+      this.record(new DriverMisbehaviourError('notify.suspended', `notification for queue ${index} while the device is ${this._suspend}`, { statements: ['status_init.driver.18'], seen: statusNames(this._status) }), false);
+      return;
+    }
     if (!(this._status & Status.DRIVER_OK)) {
       this.record(new DriverMisbehaviourError('notify.early', 'notification before DRIVER_OK', { statements: ['status_init.driver.12'], seen: statusNames(this._status) }), false);
       return;
@@ -578,7 +712,7 @@ export class VirtioCore implements RingHost {
     this.pendingNotify[index] = this.scheduler.schedule(this.notifyLatencyNs, `virtio:${this.model.name}:notify${index}`, () => {
       if (epoch !== this.epoch) return;
       this.pendingNotify[index] = null;
-      if (this._status & Status.DEVICE_NEEDS_RESET || !this.rings[index]) return;
+      if (this._status & Status.DEVICE_NEEDS_RESET || !this.rings[index] || this._suspend !== 'running') return;
       this.stats.notifyRuns++;
       try {
         this.model.queueNotify(index);
@@ -590,6 +724,7 @@ export class VirtioCore implements RingHost {
 
   signalUsed(index: number): void {
     if (!(this._status & Status.DRIVER_OK)) return; // status_init.device.1
+    if (this._suspend === 'suspended' || this._suspend === 'resuming') return; // status_init.device.8
     this.stats.usedSignals++;
     this.signals?.usedBuffer(index);
   }

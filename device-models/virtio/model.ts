@@ -77,6 +77,8 @@ export interface VirtioDeviceModel {
   queueMaxSize(index: number): number;
   /** Features the device offers (VERSION_1 and ring features included). */
   readonly offeredFeatures: bigint;
+  /** Optional: device-type features a legacy interface must not offer (e.g. blk ZONED, which needs FEATURES_OK). */
+  readonly legacyWithheldFeatures?: bigint;
   /** Size in bytes of the device-specific configuration space. */
   readonly configSize: number;
   /** Little-endian read of config space; out-of-range bytes read as 0. */

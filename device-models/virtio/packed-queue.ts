@@ -147,6 +147,18 @@ export class PackedDeviceQueue implements CoreQueue {
     return n;
   }
 
+  private paused = false;
+
+  /** VIRTIO_F_SUSPEND: while paused no new chain is taken (completions still go through). */
+  pause(on: boolean): void {
+    this.paused = on;
+  }
+
+  /** CoreQueue.numInFlight (suspend waits for it to reach 0). */
+  get numInFlight(): number {
+    return this.inFlight;
+  }
+
   stop(mode: 'halt' | 'detach'): void {
     this.halted = true;
     if (mode === 'detach') this.detached = true;
@@ -175,7 +187,7 @@ export class PackedDeviceQueue implements CoreQueue {
    * packed.device.6: a descriptor is used only once its AVAIL bit shows the driver's current wrap.
    */
   pop(): Chain | null {
-    if (this.halted) return null;
+    if (this.halted || this.paused) return null;
     const mem = this.mem;
     let pos = this.nextAvail;
     let wrap = this.availWrap;

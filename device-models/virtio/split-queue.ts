@@ -130,6 +130,13 @@ export class SplitDeviceQueue implements CoreQueue {
     // A new ring starts with every index at 0 (the driver zeroes its areas before enabling the queue).
   }
 
+  private paused = false;
+
+  /** VIRTIO_F_SUSPEND: while paused the ring takes no new chain (completions still go through). */
+  pause(on: boolean): void {
+    this.paused = on;
+  }
+
   stop(mode: 'halt' | 'detach'): void {
     this.running = false;
     if (mode === 'detach') this.detached = true;
@@ -150,7 +157,7 @@ export class SplitDeviceQueue implements CoreQueue {
   }
 
   pop(): Chain | null {
-    if (!this.running) return null;
+    if (!this.running || this.paused) return null;
     const last = this.lastAvail;
     if (last === this.shadowAvail) {
       const idx = this.av.getUint16(this.aOff + 2, true);

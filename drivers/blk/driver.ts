@@ -20,9 +20,9 @@ import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
 import type { GuestPlatform } from '../core/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { DeviceMisbehaviourError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
+import { DeviceMisbehaviourError, NegotiationError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
 import { VirtioDriverDevice, type DeviceInitOptions } from '../core/device.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BlkZoneType, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/blk-layout.ts';
 
 const SECTOR = 512;
 const TWO32 = 0x1_0000_0000;
@@ -42,6 +42,8 @@ export interface BlkSlot {
   readonly inp2: DmaBuffer[];
   readonly out2: DmaBuffer[];
   readonly inp1: DmaBuffer[];
+  /** ZONE_APPEND's append_sector (8 bytes after the status in the slot's DMA area). */
+  readonly append: DmaBuffer;
   gen: number;
   busy: boolean;
   /** Device-writable bytes posted (data + status). */
@@ -68,6 +70,36 @@ export interface BlkDriverOptions {
   readonly timeoutNs?: number;
   /** Retries of the config generation loop before giving up (default 64). */
   readonly configRetries?: number;
+  /**
+   * Zoned devices (VIRTIO_BLK_F_ZONED): true (default) accepts ZONED, since this driver handles
+   * every zone model (blk.driver.5); false declines it, fails a host-managed device before
+   * FEATURES_OK (blk.driver.8) and drives a host-aware one as a plain disk (blk.driver.9, .10).
+   */
+  readonly zoned?: boolean;
+}
+
+/** The zoned characteristics the driver works with (ZONED negotiated, model HM or HA). */
+export interface BlkZonedInfo {
+  readonly model: 'hm' | 'ha';
+  readonly zoneSectors: number;
+  readonly maxOpen: number;
+  readonly maxActive: number;
+  /** 0: ZONE_APPEND not supported. */
+  readonly maxAppendSectors: number;
+  /** Bytes. */
+  readonly writeGranularity: number;
+  readonly nrZones: number;
+  /** Zone types (BlkZoneType) from the report taken at probe. */
+  readonly types: Uint8Array;
+}
+
+/** One zone as ZONE_REPORT describes it. */
+export interface BlkZoneInfo {
+  readonly start: number;
+  readonly cap: number;
+  readonly wp: number;
+  readonly type: number;
+  readonly state: number;
 }
 
 /** What the driver read from config space (validated; see `warnings` for values it corrected). */
@@ -89,6 +121,8 @@ export interface BlkDeviceInfo {
   cache: 'writeback' | 'writethrough';
   readonly flush: boolean;
   readonly configWce: boolean;
+  /** Set when ZONED is negotiated and the model is host-managed or host-aware. */
+  zoned?: BlkZonedInfo;
 }
 
 export interface RangeLimits {
@@ -127,6 +161,8 @@ export interface BlkResult {
   readonly len: number;
   /** Set when the device's answer could not be trusted. */
   readonly error?: PvkitError;
+  /** ZONE_APPEND completed with OK: where the data went (blk.driver.35). */
+  readonly appendSector?: number;
 }
 
 const SUPPORTED_BLK = [BlkF.SIZE_MAX, BlkF.SEG_MAX, BlkF.GEOMETRY, BlkF.RO, BlkF.BLK_SIZE, BlkF.FLUSH, BlkF.TOPOLOGY, BlkF.CONFIG_WCE, BlkF.MQ, BlkF.DISCARD, BlkF.WRITE_ZEROES, BlkF.SECURE_ERASE];
@@ -161,6 +197,8 @@ export class VirtioBlkDriver {
   /** Results of completed requests submitted without a callback, until collected. */
   private readonly results = new Map<number, BlkResult>();
   private broken: PvkitError | undefined;
+  /** ZONED negotiated: the ZONE_ status values are defined answers. */
+  private readonly zonedStatuses: boolean;
 
   private constructor(dev: VirtioDriverDevice, info: BlkDeviceInfo, warnings: string[]) {
     this.dev = dev;
@@ -169,6 +207,7 @@ export class VirtioBlkDriver {
     this.features = dev.features;
     this.info = info;
     this.warnings.push(...warnings);
+    this.zonedStatuses = hasFeature(dev.features, BlkF.ZONED);
   }
 
   /**
@@ -181,8 +220,10 @@ export class VirtioBlkDriver {
     let want = opts.ringFeatures ?? bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX) | bit(F.RING_PACKED);
     want |= bit(F.VERSION_1);
     // blk.driver.1: FLUSH is accepted because this driver sends FLUSH; blk.driver.13: RO is
-    // accepted; blk.driver.5: ZONED never (this driver handles no zoned model)
+    // accepted; blk.driver.5: ZONED only because this driver handles every zone model
     for (const b of SUPPORTED_BLK) want |= bit(b);
+    const zonedOk = opts.zoned ?? true;
+    if (zonedOk) want |= bit(BlkF.ZONED);
     want &= ~(opts.withoutFeatures ?? 0n);
     const maxQueues = Math.max(1, opts.maxQueues ?? 4);
     let info: BlkDeviceInfo | undefined;
@@ -195,6 +236,18 @@ export class VirtioBlkDriver {
       indirectThreshold: opts.indirectThreshold,
       timeoutNs: opts.timeoutNs,
       configRetries: opts.configRetries ?? 64,
+      // before the features are written: the zone model decides ZONED and DISCARD
+      configSelect: (d, chosen) => {
+        if (!hasFeature(d.offered, BlkF.ZONED) || d.transport.legacy) return chosen & ~bit(BlkF.ZONED);
+        const model = d.config8(BlkConfig.ZONED + BlkZonedConfig.MODEL);
+        if (model === BlkZoneModel.HM) {
+          // blk.driver.8: a driver that cannot drive host-managed devices fails it before FEATURES_OK
+          if (!zonedOk) throw new NegotiationError('blk.zoned_hm', 'host-managed zoned device and zoned support is off', { statements: ['blk.driver.8'], seen: 'zoned.model = VIRTIO_BLK_Z_HM' });
+          // blk.driver.6: never DISCARD from a host-managed device
+          chosen &= ~bit(BlkF.DISCARD);
+        }
+        return zonedOk ? chosen : chosen & ~bit(BlkF.ZONED);
+      },
       // after FEATURES_OK, before the queues (the device-specific setup step of status_init.driver.6)
       check: (d) => {
         info = readInfo(d, warnings);
@@ -218,6 +271,15 @@ export class VirtioBlkDriver {
     }
     drv.info.numQueues = drv.queues.length;
     dev.onConfigChange(() => drv.onConfigChange());
+    if (drv.info.zoned) {
+      // learn the zone types once (which zones are sequential: blk.driver.36 applies to those)
+      const z = drv.info.zoned;
+      const all = drv.reportZones(0, z.nrZones);
+      for (const d of all) {
+        const i = Math.floor(d.start / z.zoneSectors);
+        if (i < z.nrZones) z.types[i] = d.type;
+      }
+    }
     return drv;
   }
 
@@ -228,7 +290,8 @@ export class VirtioBlkDriver {
     for (let i = 0; i < n; i++) {
       const hdr = { addr: dma + 32 * i, len: BlkReqHeader.SIZE };
       const status = { addr: dma + 32 * i + 16, len: 1 };
-      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], out1: [hdr], inp2: [hdr, status], out2: [hdr, hdr], inp1: [status], gen: 0, busy: false, wlen: 0, type: 0, callback: undefined });
+      const append = { addr: dma + 32 * i + 24, len: BLK_APPEND_SECTOR_BYTES };
+      slots.push({ queue: q, index: i, hdr, status, out: [], inp: [], out1: [hdr], inp2: [hdr, status], out2: [hdr, hdr], inp1: [status], append, gen: 0, busy: false, wlen: 0, type: 0, callback: undefined });
     }
     return { vq, slots, free: slots.slice().reverse(), dma, pending: 0 };
   }
@@ -263,6 +326,8 @@ export class VirtioBlkDriver {
    */
   submit(req: BlkRequest, callback?: BlkCallback): number {
     if (this.broken) throw this.broken;
+    // status_init.driver.17: no new buffers while the device is suspended
+    if (this.dev.suspended) this.dev.assertRunning('a virtio-blk request', 'status_init.driver.17');
     const nq = this.queues.length;
     let qi = req.queue;
     if (qi === undefined) {
@@ -271,7 +336,8 @@ export class VirtioBlkDriver {
     } else if (!(qi >= 0 && qi < nq)) throw new UsageError('usage.blk.queue', 'no such queue', { expected: `< ${nq}`, seen: String(qi) });
     const type = req.type;
     const data = req.data ?? NO_DATA;
-    const writableData = req.unchecked && req.writable !== undefined ? req.writable : type === Blk.T_IN || type === Blk.T_GET_ID;
+    const writableData = req.unchecked && req.writable !== undefined ? req.writable : type === Blk.T_IN || type === Blk.T_GET_ID || type === Blk.T_ZONE_REPORT;
+    const append = type === Blk.T_ZONE_APPEND;
     const sector = req.sector ?? 0;
     if (!req.unchecked) this.check(type, sector, data);
     const qs = this.queues[qi]!;
@@ -282,7 +348,7 @@ export class VirtioBlkDriver {
     const sizeMax = this.info.sizeMax;
     let wlen = 1;
     const d0 = data.length === 1 ? data[0]! : undefined;
-    if (d0 !== undefined && d0.len <= sizeMax) {
+    if (d0 !== undefined && d0.len <= sizeMax && !append) {
       // the common case, one data buffer: fixed arrays, nothing allocated
       if (writableData) {
         out = slot.out1;
@@ -304,6 +370,11 @@ export class VirtioBlkDriver {
         if (b.len <= sizeMax) dst.push(b);
         else for (let o = 0; o < b.len; o += sizeMax) dst.push({ addr: b.addr + o, len: Math.min(sizeMax, b.len - o) });
         if (writableData) wlen += b.len;
+      }
+      if (append) {
+        // virtio_blk_req_za: le64 append_sector before the status
+        inp.push(slot.append);
+        wlen += BLK_APPEND_SECTOR_BYTES;
       }
       inp.push(slot.status);
     }
@@ -364,13 +435,23 @@ export class VirtioBlkDriver {
     const info = this.info;
     let bytes = 0;
     for (const b of data) bytes += b.len;
-    if (!Number.isSafeInteger(sector) || sector < 0) bad('bad sector', [], 'a non-negative integer', String(sector));
+    // blk.driver.27: sector addresses are whole 512-byte sectors
+    if (!Number.isSafeInteger(sector) || sector < 0) bad('bad sector', ['blk.driver.27'], 'a non-negative integer', String(sector));
+    const z = info.zoned;
     switch (type) {
       case Blk.T_IN:
       case Blk.T_OUT:
         if (bytes % SECTOR !== 0) bad('data is not a multiple of 512 bytes', ['blk.driver.16'], 'a multiple of 512', String(bytes));
         if (sector + bytes / SECTOR > info.capacity) bad('request beyond the capacity', ['blk.driver.12'], `sectors below ${info.capacity}`, `${sector}+${bytes / SECTOR}`);
         if (type === Blk.T_OUT && info.readOnly) throw new RequestError('blk.ro', 'the device is read-only', { statements: ['blk.device.21'] });
+        if (type === Blk.T_OUT && z && bytes > 0) {
+          // blk.driver.36: writes to sequential zones are aligned to write_granularity and stay in their zone
+          const zi = Math.floor(sector / z.zoneSectors);
+          if (z.types[zi] === BlkZoneType.SWR || z.types[zi] === BlkZoneType.SWP) {
+            if ((sector * SECTOR) % z.writeGranularity !== 0 || bytes % z.writeGranularity !== 0) bad('write to a sequential zone not aligned to write_granularity', ['blk.driver.36'], `multiples of ${z.writeGranularity} bytes`, `sector ${sector}, ${bytes} bytes`);
+            if (sector + bytes / SECTOR > (zi + 1) * z.zoneSectors) bad('write runs past the end of its sequential zone', ['blk.driver.36'], `end <= ${(zi + 1) * z.zoneSectors}`, String(sector + bytes / SECTOR));
+          }
+        }
         return;
       case Blk.T_FLUSH:
         if (!info.flush) bad('FLUSH not negotiated', ['blk.driver.1'], 'VIRTIO_BLK_F_FLUSH', 'not negotiated');
@@ -392,8 +473,35 @@ export class VirtioBlkDriver {
         if (nseg > lim!.maxSeg) bad('too many segments', [id], `<= ${lim!.maxSeg}`, String(nseg));
         return;
       }
+      case Blk.T_ZONE_REPORT:
+        if (!z) bad('zone request without a zoned device', [], 'ZONED negotiated, model HM or HA', 'not zoned');
+        // blk.driver.28: a sector inside the first zone to report
+        if (sector >= info.capacity) bad('ZONE_REPORT sector outside the disk', ['blk.driver.28'], `< ${info.capacity}`, String(sector));
+        if (bytes < BlkZoneReport.HEADER_SIZE) bad('ZONE_REPORT buffer smaller than the report header', [], `>= ${BlkZoneReport.HEADER_SIZE}`, String(bytes));
+        return;
+      case Blk.T_ZONE_OPEN:
+      case Blk.T_ZONE_CLOSE:
+      case Blk.T_ZONE_FINISH:
+      case Blk.T_ZONE_RESET:
+        if (!z) bad('zone request without a zoned device', [], 'ZONED negotiated, model HM or HA', 'not zoned');
+        // blk.driver.30: the first sector of the target zone
+        if (sector % z.zoneSectors !== 0 || sector >= info.capacity) bad('zone management sector is not a zone start', ['blk.driver.30'], `a multiple of ${z.zoneSectors} below ${info.capacity}`, String(sector));
+        if (bytes !== 0) bad('zone management requests carry no data', [], '0', String(bytes));
+        return;
+      case Blk.T_ZONE_RESET_ALL:
+        if (!z) bad('zone request without a zoned device', [], 'ZONED negotiated, model HM or HA', 'not zoned');
+        if (sector !== 0 || bytes !== 0) bad('ZONE_RESET_ALL takes sector 0 and no data', ['blk.driver.31'], 'sector 0', String(sector));
+        return;
+      case Blk.T_ZONE_APPEND:
+        if (!z) bad('zone request without a zoned device', [], 'ZONED negotiated, model HM or HA', 'not zoned');
+        if (info.readOnly) throw new RequestError('blk.ro', 'the device is read-only', { statements: ['blk.device.21'] });
+        // blk.driver.32: the zone's start; .33: whole write_granularity units; .34: at most max_append_sectors
+        if (sector % z.zoneSectors !== 0 || sector >= info.capacity) bad('ZONE_APPEND sector is not a zone start', ['blk.driver.32'], `a multiple of ${z.zoneSectors}`, String(sector));
+        if (bytes === 0 || bytes % z.writeGranularity !== 0 || bytes % SECTOR !== 0) bad('ZONE_APPEND size is not a multiple of write_granularity', ['blk.driver.33'], `n * ${z.writeGranularity}`, String(bytes));
+        if (bytes / SECTOR > z.maxAppendSectors) bad('ZONE_APPEND larger than max_append_sectors', ['blk.driver.34'], `<= ${z.maxAppendSectors} sectors`, String(bytes / SECTOR));
+        return;
       default:
-        bad('request type this driver does not send', [], 'IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES, SECURE_ERASE', String(type));
+        bad('request type this driver does not send', [], 'IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES, SECURE_ERASE, zone requests', String(type));
     }
   }
 
@@ -445,15 +553,26 @@ export class VirtioBlkDriver {
       if (u.len !== slot.wlen) {
         error = new DeviceMisbehaviourError('blk.used_len', 'used len does not cover the status byte', { statements: ['split.device.16'], expected: `${slot.wlen} (data + status)`, seen: String(u.len) });
         status = -1;
-      } else if (status !== Blk.S_OK && status !== Blk.S_IOERR && status !== Blk.S_UNSUPP) {
-        error = new DeviceMisbehaviourError('blk.status', 'status byte is not a defined status', { expected: 'VIRTIO_BLK_S_OK, _IOERR or _UNSUPP', seen: status === NO_STATUS ? '0xff (never written)' : String(status) });
+      } else if (status !== Blk.S_OK && status !== Blk.S_IOERR && status !== Blk.S_UNSUPP && !(this.zonedStatuses && status >= Blk.S_ZONE_INVALID_CMD && status <= Blk.S_ZONE_ACTIVE_RESOURCE)) {
+        error = new DeviceMisbehaviourError('blk.status', 'status byte is not a defined status', { expected: this.zonedStatuses ? 'VIRTIO_BLK_S_OK, _IOERR, _UNSUPP or a ZONE_ status' : 'VIRTIO_BLK_S_OK, _IOERR or _UNSUPP', seen: status === NO_STATUS ? '0xff (never written)' : String(status) });
         status = -1;
+      }
+      let appendSector: number | undefined;
+      if (slot.type === Blk.T_ZONE_APPEND && status === Blk.S_OK) {
+        appendSector = mem.read32(slot.append.addr) + mem.read32(slot.append.addr + 4) * TWO32;
+        const z = this.info.zoned;
+        // the data must have landed in the zone the append named
+        if (z && (appendSector >= this.info.capacity || !Number.isSafeInteger(appendSector))) {
+          error = new DeviceMisbehaviourError('blk.append_sector', 'append_sector outside the disk', { statements: ['blk.device.47'], expected: `< ${this.info.capacity}`, seen: String(appendSector) });
+          status = -1;
+          appendSector = undefined;
+        }
       }
       const handle = slot.gen * HANDLE_SLOT + slot.queue * 32768 + slot.index;
       const cb = slot.callback;
       this.releaseSlot(qs, slot);
       if (cb) cb(status, handle, error, u.len);
-      else this.results.set(handle, error ? { status, len: u.len, error } : { status, len: u.len });
+      else this.results.set(handle, error ? { status, len: u.len, error } : appendSector !== undefined ? { status, len: u.len, appendSector } : { status, len: u.len });
     }
   }
 
@@ -580,9 +699,16 @@ export class VirtioBlkDriver {
     try {
       if (type === Blk.T_OUT) mem.writeBytes(bounce, buf);
       const handles: number[] = [];
-      for (let o = 0; o < buf.length; o += chunk) {
-        const n = Math.min(chunk, buf.length - o);
+      const zs = this.info.zoned?.zoneSectors;
+      for (let o = 0; o < buf.length; ) {
+        let n = Math.min(chunk, buf.length - o);
+        if (zs) {
+          // blk.device.50: on a zoned device a request stays inside one zone
+          const s = sector + o / SECTOR;
+          n = Math.min(n, ((Math.floor(s / zs) + 1) * zs - s) * SECTOR);
+        }
         handles.push(this.submit({ type, sector: sector + o / SECTOR, data: [{ addr: bounce + o, len: n }] }));
+        o += n;
       }
       let failure: PvkitError | undefined;
       for (const h of handles) {
@@ -687,6 +813,98 @@ export class VirtioBlkDriver {
     }
   }
 
+  // ---- zoned devices ----------------------------------------------------------------------
+
+  private needZoned(): BlkZonedInfo {
+    const z = this.info.zoned;
+    if (!z) throw new UsageError('usage.blk.zoned', 'not a zoned device (ZONED not negotiated or model NONE)');
+    return z;
+  }
+
+  /** Up to `max` zones from the one holding `sector` (ZONE_REPORT; blk.driver.28, .29). */
+  reportZones(sector: number, max: number): BlkZoneInfo[] {
+    this.needZoned();
+    const bytes = BlkZoneReport.HEADER_SIZE + Math.max(0, max) * BlkZoneReport.DESC_SIZE;
+    const dma = this.platform.dma;
+    const mem = this.platform.mem;
+    const buf = dma.alloc(bytes, 16);
+    try {
+      this.run(Blk.T_ZONE_REPORT, sector, buf, bytes);
+      const nr = mem.read32(buf) + mem.read32(buf + 4) * TWO32;
+      // the device reports how many descriptors it filled: never more than fit
+      if (nr > max) throw new DeviceMisbehaviourError('blk.zone_report', 'nr_zones larger than the buffer holds', { expected: `<= ${max}`, seen: String(nr) });
+      const out: BlkZoneInfo[] = [];
+      for (let i = 0; i < nr; i++) {
+        const d = buf + BlkZoneReport.HEADER_SIZE + i * BlkZoneReport.DESC_SIZE;
+        const r64 = (o: number) => mem.read32(d + o) + mem.read32(d + o + 4) * TWO32;
+        out.push({ cap: r64(BlkZoneReport.Z_CAP), start: r64(BlkZoneReport.Z_START), wp: r64(BlkZoneReport.Z_WP), type: mem.read8(d + BlkZoneReport.Z_TYPE), state: mem.read8(d + BlkZoneReport.Z_STATE) });
+      }
+      return out;
+    } finally {
+      dma.free(buf);
+    }
+  }
+
+  /** A zone management request (ZONE_OPEN / CLOSE / FINISH / RESET at a zone start, RESET_ALL); returns the status. */
+  zoneManage(type: number, sector: number): number {
+    this.needZoned();
+    const h = this.submit({ type, sector });
+    const r = this.wait(h);
+    if (r.error) throw r.error;
+    return r.status;
+  }
+
+  zoneOpen(sector: number): number {
+    return this.zoneManage(Blk.T_ZONE_OPEN, sector);
+  }
+
+  zoneClose(sector: number): number {
+    return this.zoneManage(Blk.T_ZONE_CLOSE, sector);
+  }
+
+  zoneFinish(sector: number): number {
+    return this.zoneManage(Blk.T_ZONE_FINISH, sector);
+  }
+
+  zoneReset(sector: number): number {
+    return this.zoneManage(Blk.T_ZONE_RESET, sector);
+  }
+
+  /** ZONE_RESET_ALL (blk.driver.31: sector 0). */
+  zoneResetAll(): number {
+    return this.zoneManage(Blk.T_ZONE_RESET_ALL, 0);
+  }
+
+  /** ZONE_APPEND `data` to the zone starting at `zoneStart`: the status and, on success, where the data went. */
+  zoneAppend(zoneStart: number, data: Uint8Array): { status: number; sector?: number } {
+    this.needZoned();
+    const dma = this.platform.dma;
+    const buf = dma.alloc(Math.max(SECTOR, data.length), 4096);
+    try {
+      this.platform.mem.writeBytes(buf, data);
+      const h = this.submit({ type: Blk.T_ZONE_APPEND, sector: zoneStart, data: [{ addr: buf, len: data.length }] });
+      const r = this.wait(h);
+      if (r.error) throw r.error;
+      return r.appendSector !== undefined ? { status: r.status, sector: r.appendSector } : { status: r.status };
+    } finally {
+      dma.free(buf);
+    }
+  }
+
+  /** One OUT request (no splitting): the status, for zoned writes whose status matters. */
+  writeOnce(sector: number, data: Uint8Array): number {
+    const dma = this.platform.dma;
+    const buf = dma.alloc(Math.max(SECTOR, data.length), 4096);
+    try {
+      this.platform.mem.writeBytes(buf, data);
+      const r = this.wait(this.submit({ type: Blk.T_OUT, sector, data: [{ addr: buf, len: data.length }] }));
+      if (r.error) throw r.error;
+      return r.status;
+    } finally {
+      dma.free(buf);
+    }
+  }
+
   /**
    * Switch the cache mode (CONFIG_WCE negotiated, blk.driver.22): writeback or writethrough.
    * Writes completed while the cache was writeback are not stable just because the mode changed
@@ -694,7 +912,7 @@ export class VirtioBlkDriver {
    */
   setWriteback(on: boolean): void {
     if (!this.info.configWce) throw new UsageError('usage.blk.wce', 'VIRTIO_BLK_F_CONFIG_WCE not negotiated');
-    this.transport.writeConfig(BlkConfig.WRITEBACK, 1, on ? 1 : 0);
+    this.dev.writeConfig(BlkConfig.WRITEBACK, 1, on ? 1 : 0); // refused while suspended (status_init.driver.19)
     const wb = this.dev.config8(BlkConfig.WRITEBACK);
     this.info.cache = wb === 0 ? 'writethrough' : 'writeback';
     if (!on && this.info.flush) this.run(Blk.T_FLUSH, 0, 0, 0);
@@ -802,6 +1020,23 @@ function readInfo(dev: VirtioDriverDevice, warnings: string[]): BlkDeviceInfo {
       ...(wz ? { writeZeroes: { ...wz, mayUnmap: t.readConfig(BlkConfig.WRITE_ZEROES_MAY_UNMAP, 1) !== 0 } } : {}),
       ...(secureErase ? { secureErase } : {}),
     };
+    if (has(BlkF.ZONED)) {
+      const o = BlkConfig.ZONED;
+      const model = t.readConfig(o + BlkZonedConfig.MODEL, 1);
+      if (model === BlkZoneModel.HM || model === BlkZoneModel.HA) {
+        const zoneSectors = r32(o + BlkZonedConfig.ZONE_SECTORS);
+        if (zoneSectors === 0) throw new DeviceMisbehaviourError('blk.zone_sectors', 'zoned device reports zone_sectors 0', { statements: ['blk.device.10'], expected: '> 0', seen: '0' });
+        let wg = r32(o + BlkZonedConfig.WRITE_GRANULARITY);
+        if (wg === 0 || wg % SECTOR !== 0) {
+          w.push(`write_granularity ${wg}: taken as 512`);
+          wg = SECTOR;
+        }
+        const nrZones = Math.ceil(capacity / zoneSectors);
+        out.zoned = { model: model === BlkZoneModel.HM ? 'hm' : 'ha', zoneSectors, maxOpen: r32(o + BlkZonedConfig.MAX_OPEN_ZONES), maxActive: r32(o + BlkZonedConfig.MAX_ACTIVE_ZONES), maxAppendSectors: r32(o + BlkZonedConfig.MAX_APPEND_SECTORS), writeGranularity: wg, nrZones, types: new Uint8Array(nrZones) };
+      } else if (model !== BlkZoneModel.NONE) {
+        throw new DeviceMisbehaviourError('blk.zone_model', 'unknown zoned model', { statements: ['blk.device.9'], expected: '0, 1 or 2', seen: String(model) });
+      }
+    }
     return out;
   });
   warnings.push(...w);

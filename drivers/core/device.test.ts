@@ -209,3 +209,33 @@ describe('end to end: driver init + virtio-mmio + split ring + echo device', () 
     expect(dev.core.errors.filter((e) => e.fatal)).toEqual([]);
   });
 });
+
+describe('VirtioDriverDevice suspend / resume (VIRTIO_F_SUSPEND)', () => {
+  it('waits for SUSPEND=1/DRIVER_OK=0, blocks kicks and config writes while suspended, waits for the device to run again (status_init.driver.15-20)', () => {
+    const { m, dev, t } = setup({ features: featureSet(F.VERSION_1, F.SUSPEND) });
+    dev.core.suspendLatencyNs = 200_000;
+    dev.core.resumeLatencyNs = 200_000;
+    const d = VirtioDriverDevice.init(m.platform, t, { features: bit(F.SUSPEND), queues: 1 });
+    expect(echo(m, d, 0, new Uint8Array([1, 2, 3]))).toEqual(new Uint8Array([1, 2, 3]));
+    d.suspend();
+    expect(dev.core.suspendState).toBe('suspended');
+    expect(d.suspended).toBe(true);
+    const vq = d.queue<string>(0);
+    const src = m.dma.alloc(8);
+    vq.add([{ addr: src, len: 8 }], [{ addr: src, len: 8 }], 'x');
+    expect(() => vq.kick()).toThrow(/suspended/);
+    expect(() => d.writeConfig(0, 1, 0)).toThrow(/suspended/);
+    d.resume();
+    expect(dev.core.suspendState).toBe('running');
+    vq.kick();
+    expect(d.waitUsed<string>(0).token).toBe('x');
+    expect(dev.core.errors.filter((e) => e.error.code.includes('suspend'))).toEqual([]);
+  });
+  it('refuses to suspend without VIRTIO_F_SUSPEND (status_init.driver.15)', () => {
+    const { m, dev, t } = setup({ features: featureSet(F.VERSION_1) });
+    const d = VirtioDriverDevice.init(m.platform, t, { features: bit(F.SUSPEND), queues: 1 });
+    expect(() => d.suspend()).toThrow(/VIRTIO_F_SUSPEND/);
+    expect(dev.core.status & Status.SUSPEND).toBe(0);
+  });
+});
+

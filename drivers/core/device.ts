@@ -184,6 +184,12 @@ export interface DeviceInitOptions {
    * features whose prerequisites the device did not offer (features.driver.2). Added for virtio-net.
    */
   readonly select?: (chosen: bigint, offered: bigint) => bigint;
+  /**
+   * Runs after `select`, before the features are written: may read device config (e.g. a zoned
+   * model) and returns the features to accept (a subset of `chosen`). Throw to give up on the
+   * device before FEATURES_OK (it is then marked FAILED). Added for zoned virtio-blk.
+   */
+  readonly configSelect?: (dev: VirtioDriverDevice, chosen: bigint) => bigint;
 }
 
 /**
@@ -208,6 +214,10 @@ export class VirtioDriverDevice {
   private unregister: (() => void)[] = [];
   private live = false;
   private indirectThreshold: number | undefined;
+  /** The driver-owned status bits as last written (ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK). */
+  private driverStatus = 0;
+  private _suspended = false;
+  private readonly savedKicks = new Map<QueueWithAddresses, PropertyDescriptor | undefined>();
 
   private constructor(platform: GuestPlatform, transport: VirtioTransport, opts: DeviceInitOptions) {
     this.platform = platform;
@@ -250,6 +260,7 @@ export class VirtioDriverDevice {
       }
       chosen |= bit(F.VERSION_1); // features.driver.9
     }
+    if (opts.configSelect) chosen = opts.configSelect(this, chosen) & chosen;
     t.setDriverFeatures(chosen);
     this.features = chosen;
     let status = Status.ACKNOWLEDGE | Status.DRIVER;
@@ -282,6 +293,7 @@ export class VirtioDriverDevice {
     for (const v of t.vectors) this.unregister.push(this.dispatcher.register(v, (vec) => this.onInterrupt(vec)));
     status |= Status.DRIVER_OK;
     t.setStatus(status);
+    this.driverStatus = status;
     this.live = true;
     const after = t.getStatus();
     if (after & Status.DEVICE_NEEDS_RESET) {
@@ -441,6 +453,83 @@ export class VirtioDriverDevice {
     return u!;
   }
 
+  // ---------------------------------------------------------------- suspend (VIRTIO_F_SUSPEND)
+
+  /** True from the moment suspend() starts until resume() has seen the device running again. */
+  get suspended(): boolean {
+    return this._suspended;
+  }
+
+  /** Throw a UsageError if the device is suspended (drivers call it before making buffers available or writing config). */
+  assertRunning(what: string, statement: string): void {
+    if (this._suspended) throw new UsageError('device.suspended', `${what} while the device is suspended`, { statements: [statement] });
+  }
+
+  /**
+   * Suspend the device (content.tex "Device Suspend"). Only with VIRTIO_F_SUSPEND negotiated and
+   * DRIVER_OK set (status_init.driver.15). From the call on, the queues refuse to publish
+   * buffers or notify (status_init.driver.17, .18) and config writes through writeConfig are
+   * refused (.19). Returns once the device reads back SUSPEND=1 and DRIVER_OK=0
+   * (status_init.driver.16); completions that arrive meanwhile are handled as usual. A device
+   * that sets DEVICE_NEEDS_RESET instead gives a DeviceNeedsResetError; one that never
+   * suspends a TimeoutError.
+   */
+  suspend(timeoutNs = this.timeoutNs): void {
+    if (!this.live || !hasFeature(this.features, F.SUSPEND)) {
+      throw new UsageError('device.suspend', 'suspend needs a live device with VIRTIO_F_SUSPEND negotiated', { statements: ['status_init.driver.15'], seen: `live ${this.live}, features 0x${this.features.toString(16)}` });
+    }
+    if (this._suspended) return;
+    this.throwIfNeedsReset();
+    this._suspended = true;
+    const blocked = (): boolean => {
+      throw new UsageError('device.suspended', 'buffers made available while the device is suspended', { statements: ['status_init.driver.17', 'status_init.driver.18'] });
+    };
+    for (const q of this.queues.values()) {
+      this.savedKicks.set(q, Object.getOwnPropertyDescriptor(q, 'kick'));
+      Object.defineProperty(q, 'kick', { value: blocked, configurable: true, writable: true });
+    }
+    const t = this.transport;
+    t.setStatus(this.driverStatus | Status.SUSPEND);
+    let st = 0;
+    this.pollUntil(() => {
+      st = t.getStatus();
+      if (st & Status.DEVICE_NEEDS_RESET) this.needsResetSeen = true;
+      return (st & Status.SUSPEND) !== 0 && (st & Status.DRIVER_OK) === 0;
+    }, 'the device to report SUSPEND=1 and DRIVER_OK=0', 1000, timeoutNs);
+  }
+
+  /**
+   * Resume a suspended device: set DRIVER_OK again and wait until the device reads back SUSPEND=0
+   * and DRIVER_OK=1 before anything else (status_init.driver.20). The queues work again after.
+   */
+  resume(timeoutNs = this.timeoutNs): void {
+    if (!this._suspended) return;
+    const t = this.transport;
+    t.setStatus(this.driverStatus | Status.SUSPEND);
+    let st = 0;
+    this.pollUntil(() => {
+      st = t.getStatus();
+      if (st & Status.DEVICE_NEEDS_RESET) this.needsResetSeen = true;
+      return (st & Status.SUSPEND) === 0 && (st & Status.DRIVER_OK) !== 0;
+    }, 'the device to report SUSPEND=0 and DRIVER_OK=1', 1000, timeoutNs);
+    this.unblockQueues();
+    this._suspended = false;
+  }
+
+  private unblockQueues(): void {
+    for (const [q, d] of this.savedKicks) {
+      if (d) Object.defineProperty(q, 'kick', d);
+      else delete (q as { kick?: unknown }).kick;
+    }
+    this.savedKicks.clear();
+  }
+
+  /** Write device config (refused while suspended: status_init.driver.19). */
+  writeConfig(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.assertRunning('config write', 'status_init.driver.19');
+    this.transport.writeConfig(offset, size, value);
+  }
+
   // ---------------------------------------------------------------- config space
 
   /**
@@ -489,6 +578,8 @@ export class VirtioDriverDevice {
 
   /** Reset the device and release the queues (status_init.driver.14: the queues are not live after a reset). */
   shutdown(): void {
+    this.unblockQueues();
+    this._suspended = false;
     try {
       this.transport.reset();
     } finally {

@@ -957,7 +957,9 @@ export class VirtioNetDriver {
       size: old.size,
       eventIdx: hasFeature(this.features, F.EVENT_IDX),
       indirect: hasFeature(this.features, F.INDIRECT_DESC),
-      notify: () => t.notify(index),
+      inOrder: hasFeature(this.features, F.IN_ORDER),
+      notificationData: hasFeature(this.features, F.NOTIFICATION_DATA),
+      notify: (data?: number) => t.notify(index, data),
     });
     t.setupQueue(index, vq.addresses);
     (this.dev.queues as Map<number, unknown>).set(index, vq);

@@ -128,7 +128,6 @@ describe('REPL session', () => {
   });
 
   it.each([
-    [{ device: 'net' as const, transport: 'pci' as const }, /virtio-net runs over mmio and mmio-legacy here/],
     [{ device: 'scsi' as never }, /unknown device scsi/],
     [{ transport: 'usb' as never }, /unknown transport usb/],
     [{ transport: 'mmio-legacy' as const, ring: 'packed' as const }, /legacy interface has no packed ring/],

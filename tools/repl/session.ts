@@ -171,7 +171,7 @@ export class Session {
       throw new UsageError('usage.repl.device', `unknown device ${this.device}`, { expected: DEVICES.join(' | '), seen: this.device });
     }
     if (this.device === 'net' && !netTransports().includes(this.transportKind)) {
-      throw new UsageError('usage.repl.transport', `virtio-net runs over ${netTransports().join(' and ')} here (no virtio-pci attach for the NIC model yet)`, { expected: netTransports().join(' | '), seen: this.transportKind });
+      throw new UsageError('usage.repl.transport', `virtio-net runs over ${netTransports().join(', ')} here`, { expected: netTransports().join(' | '), seen: this.transportKind });
     }
     if (!(BLK_TRANSPORTS as readonly string[]).includes(this.transportKind)) {
       throw new UsageError('usage.repl.transport', `unknown transport ${this.transportKind}`, { expected: BLK_TRANSPORTS.join(' | '), seen: this.transportKind });
