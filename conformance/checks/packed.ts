@@ -18,7 +18,7 @@ import type { Chain } from '../../device-models/virtio/model.ts';
 import { Blk, F, Packed, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
-import { validRequest, type Seg } from './requests.ts';
+import { requestQueue, validRequestOnQueue, type Seg } from './requests.ts';
 import { transportOf } from './support.ts';
 
 const MODERN = ['mmio', 'pci'] as const;
@@ -93,6 +93,8 @@ interface LivePacked {
   t: VirtioTransport;
   ring: RawPacked;
   deviceType: number;
+  /** The queue requests go on (virtio-net: transmitq1; others: 0), see requests.ts. */
+  q: number;
 }
 
 function livePacked(ctx: TargetContext, size = 16): LivePacked {
@@ -107,9 +109,10 @@ function livePacked(ctx: TargetContext, size = 16): LivePacked {
   t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
   if (!(t.getStatus() & Status.FEATURES_OK)) throw new CheckFailure('device refused RING_PACKED it offered', { statements: ['features.device.2'] });
   const ring = new RawPacked(dut.platform, size);
-  t.setupQueue(0, { size, desc: ring.desc, driver: ring.driver, device: ring.device });
+  const q = requestQueue(t.deviceType);
+  t.setupQueue(q, { size, desc: ring.desc, driver: ring.driver, device: ring.device });
   t.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
-  return { dut, t, ring, deviceType: t.deviceType };
+  return { dut, t, ring, deviceType: t.deviceType, q };
 }
 
 function run(p: GuestPlatform, done: () => boolean, ns = 5_000_000): boolean {
@@ -182,7 +185,7 @@ defineCheck({
         slots.set(id, w.segs.length);
         void data;
       });
-      l.t.notify(0);
+      l.t.notify(l.q);
       const seen: number[] = [];
       run(p, () => {
         for (let u = l.ring.takeUsed(); u; u = l.ring.takeUsed()) {
@@ -200,7 +203,7 @@ defineCheck({
       const r = blkRead(p, 512 * n);
       l.ring.put(r.segs, 30);
       slots.set(30, 3);
-      l.t.notify(0);
+      l.t.notify(l.q);
       expectThat(run(p, () => l.ring.takeUsed()?.id === 30), ['packed.device.8'], 'device did not complete a read');
       const want = new Uint8Array(512 * n).map((_, i) => (i * 13 + last * 7 + (i >> 9)) & 0xff);
       const got = p.mem.readBytes(r.buf, 512 * n);
@@ -220,12 +223,12 @@ defineCheck({
   run(ctx) {
     const l = livePacked(ctx, 16);
     const p = l.dut.platform;
-    const reqs = [0, 1, 2].map(() => validRequest(p, l.deviceType, [7]));
+    const reqs = [0, 1, 2].map(() => validRequestOnQueue(p, l.deviceType, [7]));
     const readable = reqs.flatMap((r) => r.segs.filter((s) => !s.write));
     const before = readable.map((s) => p.mem.readBytes(s.addr, s.len));
     const usedSnap = new Map<number, Uint8Array>();
     reqs.forEach((r, k) => l.ring.put(r.segs, k));
-    l.t.notify(0);
+    l.t.notify(l.q);
     let n = 0;
     run(p, () => {
       for (let u = l.ring.takeUsed(); u; u = l.ring.takeUsed()) {
@@ -237,9 +240,9 @@ defineCheck({
     });
     expectEqual(n, reqs.length, ['packed.device.4'], 'requests completed');
     // more traffic after the used descriptors were written
-    const more = validRequest(p, l.deviceType);
+    const more = validRequestOnQueue(p, l.deviceType);
     l.ring.put(more.segs, 9);
-    l.t.notify(0);
+    l.t.notify(l.q);
     run(p, () => l.ring.takeUsed()?.id === 9);
     readable.forEach((s, i) => expectThat(p.mem.readBytes(s.addr, s.len).every((b, k) => b === before[i]![k]), ['packed.device.4'], 'device wrote into a device-readable buffer'));
     for (const [slot, snap] of usedSnap) {
@@ -262,7 +265,7 @@ defineCheck({
     const data = new Uint8Array(512).fill(0x5a);
     const w = blkWrite(p, data, 1);
     const first = l.ring.put(w.segs, 3, false); // AVAIL=0 USED=1 in the first lap: not available
-    l.t.notify(0);
+    l.t.notify(l.q);
     p.spin(2_000_000);
     expectEqual(p.mem.read8(w.status), 0xff, ['packed.device.6'], 'status byte of a request whose descriptors were never made available', true);
     expectThat(l.ring.takeUsed() === null, ['packed.device.6'], 'device marked a never-available descriptor used');
@@ -270,7 +273,7 @@ defineCheck({
     l.ring.next = first;
     l.ring.wrap = 1;
     l.ring.put(w.segs, 3, true);
-    l.t.notify(0);
+    l.t.notify(l.q);
     expectThat(run(p, () => l.ring.takeUsed() !== null), ['packed.device.6'], 'device did not take the buffer once it was made available');
     expectEqual(p.mem.read8(w.status), Blk.S_OK, ['packed.device.6'], 'status of the request once available');
   },

@@ -75,6 +75,43 @@ export function validRequest(p: GuestPlatform, deviceType: number, cuts: readonl
   };
 }
 
+/** The queue a device kind takes raw-ring requests on: virtio-net's transmitq1 (1), else queue 0. */
+export function requestQueue(deviceType: number): number {
+  return deviceType === DeviceType.NET ? 1 : 0;
+}
+
+/**
+ * A valid request for the queue `requestQueue(deviceType)` names: for virtio-net a frame to
+ * transmit (a zeroed virtio_net_hdr of `netHdrLen` bytes: 12 with VIRTIO_F_VERSION_1 or
+ * MRG_RXBUF, 10 without; then a 60-byte Ethernet frame to the broadcast address, EtherType 0x88b5,
+ * local experimental), all device-readable, which the device uses without writing anything
+ * (used.len 0: nothing was device-writable, split.device.16); other kinds as validRequest.
+ * Where QEMU loops the NIC back (tools/qemu), the frame returns to the receive queue, which these
+ * checks leave unconfigured, and is dropped there.
+ */
+export function validRequestOnQueue(p: GuestPlatform, deviceType: number, cuts: readonly number[] = [], netHdrLen = 12): RawRequest {
+  if (deviceType !== DeviceType.NET) return validRequest(p, deviceType, cuts);
+  const frame = 60;
+  const total = netHdrLen + frame;
+  const buf = p.dma.alloc(total + 16, 16);
+  p.mem.fill(buf, netHdrLen, 0);
+  const f = buf + netHdrLen;
+  for (let i = 0; i < 6; i++) p.mem.write8(f + i, 0xff);
+  const src = [0x52, 0x54, 0x00, 0x70, 0x76, 0x6b];
+  src.forEach((b, i) => p.mem.write8(f + 6 + i, b));
+  p.mem.write8(f + 12, 0x88);
+  p.mem.write8(f + 13, 0xb5);
+  for (let i = 14; i < frame; i++) p.mem.write8(f + i, (i * 13 + 5) & 0xff);
+  return {
+    segs: split(buf, [[0, total, false]], cuts),
+    writable: 0,
+    verify(usedLen) {
+      if (usedLen !== 0) return `used.len ${usedLen} for a transmit buffer with nothing device-writable, expected 0`;
+      return undefined;
+    },
+  };
+}
+
 /** Cut parts [offset, len, writable] of one buffer further at the given stream offsets. */
 function split(base: number, parts: readonly [number, number, boolean][], cuts: readonly number[]): Seg[] {
   const out: Seg[] = [];

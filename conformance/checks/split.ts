@@ -8,7 +8,7 @@ import { F, Mmio, Split, Status, bit, featureSet } from '../../spec-refs/virtio.
 import { CheckFailure, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { RawSplitRing, type RawMmio } from '../hostile.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
-import { validRequest, type Seg, needsRequestQueue } from './requests.ts';
+import { requestQueue, validRequestOnQueue, type Seg } from './requests.ts';
 import { monitor, raw, simInternals, startRef } from './support.ts';
 import { SharedDevice } from './shared.ts';
 
@@ -21,6 +21,8 @@ interface Live {
   ring: RawSplitRing;
   deviceId: number;
   accepted: bigint;
+  /** The queue requests go on (virtio-net: transmitq1; others: 0), see requests.ts. */
+  q: number;
 }
 
 function live(ctx: TargetContext, want: bigint): Live {
@@ -30,9 +32,10 @@ function live(ctx: TargetContext, want: bigint): Live {
   const n = r.negotiate((o) => o & (want | bit(F.VERSION_1)));
   if (!n.featuresOk) throw new CheckFailure('device refused a subset of its own offer', { statements: ['features.device.2'] });
   const ring = new RawSplitRing(dut.platform, QSIZE);
-  r.setupQueue(0, QSIZE, ring.desc, ring.avail, ring.used);
+  const q = requestQueue(deviceId);
+  r.setupQueue(q, QSIZE, ring.desc, ring.avail, ring.used);
   r.setStatus(ALL_OK);
-  return { dut, r, ring, deviceId, accepted: n.accepted };
+  return { dut, r, ring, deviceId, accepted: n.accepted, q };
 }
 
 /** Write `segs` as a chain at `first`; with `indirectFrom` >= 0 the segments from that index go into an indirect table. */
@@ -66,7 +69,6 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     // one device for every run while they pass; fresh ones once a run failed (honest shrinking, see shared.ts)
     const shared = new SharedDevice(() => {
       const l = live(ctx, bit(F.INDIRECT_DESC));
@@ -75,14 +77,14 @@ defineCheck({
     checkProperty(ctx, ['split.device.1'], [fc.uniqueArray(fc.integer({ min: 1, max: 528 }), { maxLength: 6 }), fc.integer({ min: -1, max: 8 }), fc.boolean()], (cuts, indirectFrom, wflag) => shared.run((st) => {
       const l = st.l;
       const indirect = (l.accepted & bit(F.INDIRECT_DESC)) !== 0n;
-      const req = validRequest(l.dut.platform, l.deviceId, cuts);
+      const req = validRequestOnQueue(l.dut.platform, l.deviceId, cuts);
       const useIndirect = indirect ? indirectFrom : -1;
       const head = st.next;
       writeChain(l, head, req.segs, useIndirect, wflag);
       st.next = (st.next + req.segs.length + 1) % (QSIZE - 16);
       const before = l.ring.usedIdx();
       l.ring.publish(head);
-      l.r.notify(0);
+      l.r.notify(l.q);
       const done = l.ring.run(() => l.ring.usedIdx() !== before);
       const cite = useIndirect >= 0 && useIndirect < req.segs.length ? (wflag ? ['split.device.7', 'split.device.8'] : ['split.device.8']) : ['split.device.1'];
       expectThat(done, cite, `request in ${req.segs.length} descriptors${useIndirect >= 0 ? ` (indirect from ${useIndirect}${wflag ? ', WRITE flag on the indirect descriptor' : ''})` : ''} was not completed`);
@@ -105,13 +107,12 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     const l = live(ctx, bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX));
     const mon = monitor(l.dut);
     let next = 0;
     checkProperty(ctx, ['split.device.3'], [fc.array(fc.uniqueArray(fc.integer({ min: 1, max: 528 }), { maxLength: 4 }), { minLength: 1, maxLength: 4 })], (batch) => {
       const p = l.dut.platform;
-      const reqs = batch.map((cuts) => validRequest(p, l.deviceId, cuts));
+      const reqs = batch.map((cuts) => validRequestOnQueue(p, l.deviceId, cuts));
       const heads: number[] = [];
       for (const req of reqs) {
         if (next + req.segs.length >= QSIZE) next = 0;
@@ -122,7 +123,7 @@ defineCheck({
       const readable = reqs.flatMap((q) => q.segs.filter((s) => !s.write).map((s) => ({ s, bytes: p.mem.readBytes(s.addr, s.len) })));
       const before = l.ring.usedIdx();
       l.ring.publish(...heads);
-      l.r.notify(0);
+      l.r.notify(l.q);
       l.ring.run(() => ((l.ring.usedIdx() - before) & 0xffff) === heads.length);
       l.r.ack();
       const after = p.mem.readBytes(l.ring.desc, 16 * QSIZE);
@@ -154,7 +155,6 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     checkProperty(ctx, ['split.device.11'], [fc.boolean(), fc.constantFrom(0, 1), fc.integer({ min: -3, max: 3 })], (eventIdx, availFlags, eventDelta) => {
       const l = live(ctx, eventIdx ? bit(F.EVENT_IDX) : 0n);
       const ei = (l.accepted & bit(F.EVENT_IDX)) !== 0n;
@@ -162,7 +162,7 @@ defineCheck({
       const p = l.dut.platform;
       // one warm-up request so indices are not all zero
       for (let round = 0; round < 2; round++) {
-        const req = validRequest(p, l.deviceId);
+        const req = validRequestOnQueue(p, l.deviceId);
         const head = round * 8;
         l.ring.chain(head, req.segs);
         const oldUsed = l.ring.usedIdx();
@@ -172,7 +172,7 @@ defineCheck({
         const usedEvent = (oldUsed + (round === 1 ? eventDelta : 0)) & 0xffff;
         p.mem.write16(l.ring.avail + 4 + 2 * QSIZE, usedEvent);
         l.ring.publish(head);
-        l.r.notify(0);
+        l.r.notify(l.q);
         l.ring.run(() => l.ring.usedIdx() !== oldUsed);
         p.spin(10_000);
         const irq = (l.r.r(Mmio.INTERRUPT_STATUS) & Mmio.INT_VRING) !== 0;
@@ -202,16 +202,15 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     checkProperty(ctx, ['split.device.22'], [fc.array(fc.constantFrom(0, 1, 7, 0xffff), { minLength: 1, maxLength: 8 })], (queues) => {
       const l = live(ctx, 0n);
       for (const q of queues) l.r.notify(q);
       l.dut.platform.spin(100_000);
-      const req = validRequest(l.dut.platform, l.deviceId);
+      const req = validRequestOnQueue(l.dut.platform, l.deviceId);
       l.ring.chain(0, req.segs);
       l.ring.publish(0);
       for (const q of queues) l.r.notify(q);
-      l.r.notify(0);
+      l.r.notify(l.q);
       expectThat(l.ring.run(() => l.ring.usedIdx() === 1), ['split.device.22'], 'device stopped working after spurious notifications');
       expectEqual(l.r.status() & Status.DEVICE_NEEDS_RESET, 0, ['split.device.22'], 'DEVICE_NEEDS_RESET after spurious notifications');
       expectThat(!req.verify(l.ring.takeUsed()[0]!.len), ['split.device.22'], 'request after spurious notifications completed wrongly');
@@ -243,7 +242,6 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     const kinds: Hostile[] = ['loop', 'next-oob', 'head-oob', 'outside-ram', 'huge-len', 'write-then-read', 'indirect-nested', 'indirect-bad-len', 'indirect-next', 'zero-len', 'avail-jump'];
     checkProperty(ctx, ['split.device.3'], [fc.constantFrom(...kinds), fc.boolean()], (kind, validFirst) => {
       const l = live(ctx, bit(F.INDIRECT_DESC));
@@ -252,9 +250,9 @@ defineCheck({
       for (let i = 0; i < 8192; i += 4) p.mem.write32(buf + i, 0x5a5a5a5a);
       const ring = l.ring;
       let validHead = -1;
-      let valid: ReturnType<typeof validRequest> | undefined;
+      let valid: ReturnType<typeof validRequestOnQueue> | undefined;
       if (validFirst) {
-        valid = validRequest(p, l.deviceId);
+        valid = validRequestOnQueue(p, l.deviceId);
         validHead = ring.chain(40, valid.segs);
         ring.publish(validHead);
       }
@@ -309,7 +307,7 @@ defineCheck({
       const readableBefore = p.mem.readBytes(buf, 512);
       if (kind === 'avail-jump') ring.setAvailIdx(ring.availIdx + QSIZE + 5);
       else ring.publish(head);
-      l.r.notify(0);
+      l.r.notify(l.q);
       p.spin(2_000_000);
       const readableAfter = p.mem.readBytes(buf, 512);
       if (kind !== 'write-then-read' && kind !== 'indirect-next') {

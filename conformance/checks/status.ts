@@ -10,7 +10,7 @@ import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 
 const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';
-import { validRequest, needsRequestQueue } from './requests.ts';
+import { requestQueue, validRequestOnQueue } from './requests.ts';
 import { monitor, newDeviceWith, raw, simInternals, startRef, transportOf } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
@@ -26,11 +26,11 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     checkProperty(ctx, ['status_init.device.4', 'mmio.device.5'], [fc.integer({ min: 0, max: 5 })], (stage) => {
       const dut = ctx.newDevice();
       const r = raw(dut);
       const { deviceId } = r.probe();
+      const rq = requestQueue(deviceId); // virtio-net: transmitq1 (requests.ts)
       r.reset();
       const steps = [Status.ACKNOWLEDGE, Status.ACKNOWLEDGE | Status.DRIVER];
       for (const s of steps.slice(0, stage)) r.setStatus(s);
@@ -39,15 +39,15 @@ defineCheck({
         r.writeDriverFeatures(r.deviceFeatures() & (bit(F.VERSION_1) | 0xffffn));
         r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
         ring = new RawSplitRing(dut.platform, 8);
-        r.setupQueue(0, 8, ring.desc, ring.avail, ring.used);
+        r.setupQueue(rq, 8, ring.desc, ring.avail, ring.used);
       }
       if (stage >= 4) r.setStatus(ALL_OK);
       if (stage >= 5 && ring) {
         // a completed request leaves a used-buffer interrupt pending
-        const req = validRequest(dut.platform, deviceId);
+        const req = validRequestOnQueue(dut.platform, deviceId);
         ring.chain(0, req.segs);
         ring.publish(0);
-        r.notify(0);
+        r.notify(rq);
         ring.run(() => ring!.usedIdx() === 1);
       }
       r.setStatus(0);
@@ -78,14 +78,15 @@ defineCheck({
     const dut = ctx.newDevice();
     const r = raw(dut);
     const { deviceId } = r.probe();
+    const rq = requestQueue(deviceId); // virtio-net: transmitq1 (requests.ts)
     const n = r.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
     expectThat(n.featuresOk, ['features.device.2'], 'device refused its own basic features');
     const ring = new RawSplitRing(dut.platform, 8);
-    r.setupQueue(0, 8, ring.desc, ring.avail, ring.used);
-    const req = validRequest(dut.platform, deviceId);
+    r.setupQueue(rq, 8, ring.desc, ring.avail, ring.used);
+    const req = validRequestOnQueue(dut.platform, deviceId);
     ring.chain(0, req.segs);
     ring.publish(0);
-    r.notify(0);
+    r.notify(rq);
     dut.platform.spin(2_000_000);
     expectEqual(ring.usedIdx(), 0, ['status_init.device.1'], 'used idx moved before DRIVER_OK');
     expectEqual(r.r(Mmio.INTERRUPT_STATUS) & Mmio.INT_VRING, 0, ['status_init.device.1'], 'used-buffer interrupt before DRIVER_OK');
@@ -95,13 +96,13 @@ defineCheck({
     r2.probe();
     r2.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
     const ring2 = new RawSplitRing(dut2.platform, 8);
-    r2.setupQueue(0, 8, ring2.desc, ring2.avail, ring2.used, false);
+    r2.setupQueue(rq, 8, ring2.desc, ring2.avail, ring2.used, false);
     r2.setStatus(ALL_OK);
-    const req2 = validRequest(dut2.platform, deviceId);
+    const req2 = validRequestOnQueue(dut2.platform, deviceId);
     ring2.chain(0, req2.segs);
     ring2.publish(0);
     const usedBefore = dut2.platform.mem.readBytes(ring2.used, 6 + 8 * 8);
-    r2.notify(0);
+    r2.notify(rq);
     dut2.platform.spin(2_000_000);
     const usedAfter = dut2.platform.mem.readBytes(ring2.used, 6 + 8 * 8);
     expectThat(usedBefore.every((b, i) => b === usedAfter[i]), ['mmio.device.7'], 'device wrote the used ring of a queue whose QueueReady is 0');
@@ -117,21 +118,21 @@ defineCheck({
   kind: 'property',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     checkProperty(ctx, ['status_init.device.5'], [fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 200_000 })], (inflight, resetAfterNs) => {
       const dut = ctx.newDevice({ params: { latencyNs: 100_000, completionDelayNs: 100_000 } });
       const r = raw(dut);
       const { deviceId } = r.probe();
+      const rq = requestQueue(deviceId); // virtio-net: transmitq1 (requests.ts)
       r.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
       const ring = new RawSplitRing(dut.platform, 32);
-      r.setupQueue(0, 32, ring.desc, ring.avail, ring.used);
+      r.setupQueue(rq, 32, ring.desc, ring.avail, ring.used);
       r.setStatus(ALL_OK);
       for (let i = 0; i < inflight; i++) {
-        const req = validRequest(dut.platform, deviceId);
+        const req = validRequestOnQueue(dut.platform, deviceId);
         ring.chain(i * 4, req.segs);
         ring.publish(i * 4);
       }
-      r.notify(0);
+      r.notify(rq);
       dut.platform.spin(resetAfterNs);
       r.setStatus(0);
       while (r.status() !== 0) dut.platform.spin(1000);
@@ -159,20 +160,19 @@ defineCheck({
   kind: 'example',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    needsRequestQueue(ctx);
     const dut = ctx.newDevice();
     const r = raw(dut);
-    r.probe();
+    const rq = requestQueue(r.probe().deviceId); // virtio-net: transmitq1 (requests.ts)
     r.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
     const ring = new RawSplitRing(dut.platform, 8);
-    r.setupQueue(0, 8, ring.desc, ring.avail, ring.used);
+    r.setupQueue(rq, 8, ring.desc, ring.avail, ring.used);
     r.setStatus(ALL_OK);
     const buf = dut.platform.dma.alloc(64);
     // a descriptor loop: 0 -> 1 -> 0
     ring.setDesc(0, { addr: buf, len: 16, flags: 1, next: 1 });
     ring.setDesc(1, { addr: buf + 16, len: 16, flags: 1, next: 0 });
     ring.publish(0);
-    r.notify(0);
+    r.notify(rq);
     dut.platform.spin(2_000_000);
     const st = r.status();
     expectThat((st & Status.DEVICE_NEEDS_RESET) !== 0, ['status_init.device.2'], 'device did not set DEVICE_NEEDS_RESET for a looping chain', 'DEVICE_NEEDS_RESET', statusNames(st));
@@ -212,10 +212,11 @@ defineCheck({
     const dut = ctx.newDevice({ extraFeatures: bit(F.SUSPEND) });
     const r = raw(dut);
     const { deviceId } = r.probe();
+    const rq = requestQueue(deviceId); // virtio-net: transmitq1 (requests.ts)
     const n = r.negotiate((o) => o & (bit(F.VERSION_1) | bit(F.SUSPEND) | 0xffffn));
     if (!(n.accepted & bit(F.SUSPEND))) throw new CheckFailure('device does not offer VIRTIO_F_SUSPEND', { statements: ['status_init.device.11'] });
     const ring = new RawSplitRing(dut.platform, 8);
-    r.setupQueue(0, 8, ring.desc, ring.avail, ring.used);
+    r.setupQueue(rq, 8, ring.desc, ring.avail, ring.used);
     r.setStatus(ALL_OK);
     r.setStatus(ALL_OK | SUSPEND);
     let st = r.status();
@@ -229,7 +230,7 @@ defineCheck({
     r.ack();
     const resize = (dut.internals?.['model'] as { resize?: (b: number) => void } | undefined)?.resize;
     if (resize) resize.call(dut.internals!['model'], 8 << 20);
-    const req = validRequest(dut.platform, deviceId);
+    const req = validRequestOnQueue(dut.platform, deviceId);
     ring.chain(0, req.segs);
     ring.publish(0);
     dut.platform.spin(1_000_000);
@@ -243,7 +244,7 @@ defineCheck({
     }
     expectThat((st & Status.DRIVER_OK) !== 0 || (st & Status.DEVICE_NEEDS_RESET) !== 0, ['status_init.device.12'], 'device did not resume', 'DRIVER_OK or DEVICE_NEEDS_RESET', statusNames(st));
     if (resize) expectThat((r.r(Mmio.INTERRUPT_STATUS) & Mmio.INT_CONFIG) !== 0, ['status_init.device.10'], 'configuration changed while suspended, no notification after resuming');
-    r.notify(0);
+    r.notify(rq);
     expectThat(ring.run(() => ring.usedIdx() === 1), ['status_init.device.12'], 'device did not process buffers after resuming');
   },
 });

@@ -67,6 +67,17 @@ export const QEMU_XFAIL: readonly QemuXfail[] = [
       '(The reported counterexample is shrunk on a device already broken by such a chain: the property shares one device.)',
   },
   {
+    check: 'split.device.framing',
+    configs: ['microvm-net'],
+    reason:
+      'split.device.7/8: a transmit chain whose last descriptor is an indirect table with the WRITE flag set (which the device ' +
+      'must ignore) kills QEMU 7.2: virtqueue_split_pop (hw/virtio/virtio.c) follows VRING_DESC_F_INDIRECT only on the head, ' +
+      'maps the table as a device-writable buffer, and virtio_net_flush_tx (hw/net/virtio-net.c) is left with fewer readable ' +
+      'bytes than the 12-byte virtio_net_hdr; with a backend without vnet headers (here -netdev socket) it calls iov_copy at ' +
+      'offset guest_hdr_len past the end and aborts: "util/iov.c:269: iov_copy: Assertion `offset == 0\' failed" (any transmit ' +
+      'buffer shorter than the header does the same; reproduced by hand with 1 and 11 readable bytes). Shrunk: [[1],1,true]',
+  },
+  {
     check: 'status_init.device.idle-before-driver-ok',
     configs: ['microvm-blk', 'microvm-blk-packed'],
     reason:
