@@ -34,6 +34,19 @@ describe('qemu target: configuration mapping', () => {
     expect(xfailFor('q35-blk', list)).toEqual({ 'a.device.x': 'r1', 'b.device.y': 'r2' });
     expect(xfailFor('microvm-blk', list)).toEqual({ 'b.device.y': 'r2' });
   });
+
+  it('gives the runner the xfail table of the result configuration, whatever started last', () => {
+    configureQemuTarget({});
+    const blkMmio = qemuTarget.xfailFor!({ device: 'blk', transport: 'mmio', ring: 'split' });
+    const netMmio = qemuTarget.xfailFor!({ device: 'net', transport: 'mmio', ring: 'split' });
+    const blkPci = qemuTarget.xfailFor!({ device: 'blk', transport: 'pci', ring: 'split' });
+    expect(blkMmio['split.device.framing']).toMatch(/missing headers|head descriptor/);
+    expect(netMmio['split.device.framing']).toMatch(/iov_copy/);
+    expect(blkMmio['blk.device.config']).toBeDefined();
+    expect(netMmio['blk.device.config']).toBeUndefined();
+    expect(blkPci['features.device.offer']).toBeUndefined();
+    expect(qemuTarget.xfailFor!({ device: 'blk', transport: 'mmio-legacy', ring: 'packed' })).toEqual({});
+  });
 });
 
 // A check of the kind the suite holds, run by the real runner on the qemu target: the reference
