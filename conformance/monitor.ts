@@ -767,9 +767,9 @@ export class Monitor {
 
   private barAddress(p: PciLayout, bar: number): { io: boolean; addr: number } {
     const lo = this.cfgPeek(p.cfg, PciCfg.BAR0 + 4 * bar, 4);
-    if (lo & PciCfg.BAR_IO) return { io: true, addr: lo & ~3 };
+    if (lo & PciCfg.BAR_IO) return { io: true, addr: (lo & ~3) >>> 0 };
     const hi = (lo & 6) === PciCfg.BAR_MEM_64 && bar < 5 ? this.cfgPeek(p.cfg, PciCfg.BAR0 + 4 * bar + 4, 4) : 0;
-    return { io: false, addr: (lo & ~0xf) + hi * 0x1_0000_0000 };
+    return { io: false, addr: ((lo & ~0xf) >>> 0) + hi * 0x1_0000_0000 };
   }
 
   private msixEnabled(d: DevState): boolean {
@@ -814,7 +814,7 @@ export class Monitor {
     const info = this.machine.platform.pci;
     if (pin && info) vectors.add(info.intxVector(0, dev, fn, pin));
     const layout: PciLayout = {
-      dev, fn, cfg, pciCfg, msix, msixBar: table & 7, msixOff: table & ~7,
+      dev, fn, cfg, pciCfg, msix, msixBar: table & 7, msixOff: (table & ~7) >>> 0,
       legacyBar: legacyId ? 0 : -1,
       ...(common ? { common } : {}), ...(notify ? { notify } : {}), ...(isr ? { isr } : {}), ...(device ? { device } : {}),
     };
