@@ -486,3 +486,148 @@ function findPciCfgCap(s: ReturnType<typeof pciSim>): number {
   }
   throw new Error('no PCI_CFG capability');
 }
+
+// ---------------------------------------------------------------------------- packed rings
+
+const PACKED = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX, F.RING_PACKED);
+
+describe('monitor on packed rings: the reference driver and devices never trip it', () => {
+  for (const transport of ['mmio', 'pci'] as const) {
+    for (const features of [PACKED, featureSet(F.VERSION_1, F.RING_PACKED), PACKED | featureSet(F.IN_ORDER)]) {
+      it(`${transport}, features 0x${features.toString(16)}: traffic past several wraps, shutdown, re-init`, () => {
+        let m: Machine;
+        let mon: Monitor;
+        let t;
+        if (transport === 'mmio') {
+          ({ m } = sim({ features }));
+          mon = attachMonitor(m);
+          t = discoverMmio(m.platform).transports[0]!;
+        } else {
+          ({ m, mon, t } = pciSim('modern', features));
+        }
+        let d = VirtioDriverDevice.init(m.platform, t, { features, queues: 2, queueSize: 8 });
+        echoTraffic(m, d, 0, 20, 3); // 3-descriptor lists on an 8-entry ring: wraps many times
+        echoTraffic(m, d, 1, 9);
+        d.shutdown();
+        d = VirtioDriverDevice.init(m.platform, t, { features, queues: 1, queueSize: 8 });
+        echoTraffic(m, d, 0, 5, 2);
+        mon.detach();
+        expect(mon.violations).toEqual([]);
+        expect(mon.stats).toMatchObject({ chains: 34, used: 34 });
+      });
+    }
+  }
+});
+
+/** A packed queue 0 of `size` set up by hand over virtio-mmio (DRIVER_OK set); write descriptors with `put`. */
+function livePacked(features = PACKED, size = 8) {
+  const { m, dev } = sim({ features });
+  const mon = attachMonitor(m);
+  const raw = new RawMmio(m.platform, dev.base);
+  raw.probe();
+  expect(raw.negotiate((o) => o & features).featuresOk).toBe(true);
+  const desc = m.dma.alloc(16 * size, 16);
+  const drv = m.dma.alloc(4, 4);
+  const devArea = m.dma.alloc(4, 4);
+  raw.setupQueue(0, size, desc, drv, devArea);
+  raw.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+  const AV = 1 << 7;
+  const US = 1 << 15;
+  /** Write descriptor `pos` (flags get AVAIL/USED for driver wrap `wrap` unless `raw` flags are given). */
+  const put = (pos: number, addr: number, len: number, id: number, flags: number, wrap = true) => {
+    const a = desc + 16 * pos;
+    m.mem.write32(a, addr);
+    m.mem.write32(a + 4, 0);
+    m.mem.write32(a + 8, len);
+    m.mem.write16(a + 12, id);
+    m.mem.write16(a + 14, flags | (wrap ? AV : US));
+  };
+  const run = () => m.platform.spin(1_000_000);
+  return { m, mon, raw, desc, put, run, AV, US };
+}
+
+describe('monitor: each packed-ring rule fires on a hostile driver or device', () => {
+  it('areas misaligned (packed.driver.1)', () => {
+    const { m, dev } = sim({ features: PACKED });
+    const mon = attachMonitor(m);
+    const raw = new RawMmio(m.platform, dev.base);
+    raw.probe();
+    raw.negotiate((o) => o);
+    const base = m.dma.alloc(4096, 16);
+    raw.setupQueue(0, 8, base + 8, base + 2048 + 2, base + 3072);
+    expect(statements(mon)).toEqual(['packed.driver.1']);
+  });
+
+  it('a well-formed list passes; readable after writable (packed.driver.8), INDIRECT unnegotiated (packed.driver.12), INDIRECT with NEXT (packed.driver.15)', () => {
+    const { m, mon, raw, put, run } = livePacked(featureSet(F.VERSION_1, F.RING_PACKED));
+    const buf = m.dma.alloc(256);
+    put(0, buf, 16, 7, 0x1);
+    put(1, buf + 64, 16, 7, 0x2);
+    raw.notify(0);
+    run();
+    expect(statements(mon)).toEqual([]);
+    expect(mon.stats).toMatchObject({ chains: 1, used: 1 });
+    put(2, buf + 64, 16, 8, 0x2 | 0x1);
+    put(3, buf, 16, 8, 0x0);
+    put(4, buf + 128, 16, 9, 0x4 | 0x1);
+    put(5, buf, 16, 9, 0x2);
+    raw.notify(0);
+    expect(statements(mon)).toEqual(['packed.driver.12', 'packed.driver.15', 'packed.driver.8']);
+  });
+
+  it('flags other than WRITE inside an indirect table (packed.driver.13)', () => {
+    const { m, mon, raw, put } = livePacked();
+    const buf = m.dma.alloc(256);
+    const table = m.dma.alloc(32, 16);
+    m.mem.write32(table, buf);
+    m.mem.write32(table + 8, 16);
+    m.mem.write16(table + 14, 0x1); // NEXT inside an indirect table
+    m.mem.write32(table + 16, buf + 64);
+    m.mem.write32(table + 24, 16);
+    m.mem.write16(table + 30, 0x2);
+    put(0, table, 32, 1, 0x4);
+    raw.notify(0);
+    expect(statements(mon)).toEqual(['packed.driver.13']);
+  });
+
+  it('head available before the rest of its list (packed.driver.11), a list longer than the queue (packed.driver.7)', () => {
+    const a = livePacked();
+    const buf = a.m.dma.alloc(64);
+    a.put(0, buf, 16, 1, 0x1);
+    a.put(1, buf, 16, 1, 0x0, false); // not made available (wrong AVAIL/USED for this wrap)
+    a.raw.notify(0);
+    expect(statements(a.mon)).toEqual(['packed.driver.11']);
+    const b = livePacked(PACKED, 4);
+    for (let i = 0; i < 4; i++) b.put(i, buf, 16, 1, 0x1);
+    b.raw.notify(0);
+    expect(statements(b.mon)).toEqual(['packed.driver.7']);
+  });
+
+  it('with NOTIFICATION_DATA the notification names the next position and wrap (packed.driver.4)', () => {
+    const f = PACKED | featureSet(F.NOTIFICATION_DATA);
+    const { m, mon, raw, put } = livePacked(f);
+    const buf = m.dma.alloc(64);
+    put(0, buf, 16, 1, 0x2);
+    raw.w(Mmio.QUEUE_NOTIFY, (1 << 31) | (1 << 16) | 0); // next_off 1, wrap 1: right
+    expect(statements(mon)).toEqual([]);
+    put(1, buf, 16, 2, 0x2);
+    raw.w(Mmio.QUEUE_NOTIFY, (1 << 31) | (1 << 16) | 0); // still says 1: wrong
+    expect(statements(mon)).toEqual(['packed.driver.4']);
+  });
+
+  it('device side: a used descriptor for an id never made available (packed.device.6), a write into a readable buffer (packed.device.4)', () => {
+    const { m, mon, raw, put, run, desc, AV, US } = livePacked();
+    const buf = m.dma.alloc(64);
+    m.mem.fill(buf, 64, 0x5a);
+    put(0, buf, 64, 3, 0x0);
+    raw.notify(0);
+    // a "device" scribbles the readable buffer and writes a used descriptor with a foreign id, in device time
+    (mon as unknown as { deviceTime<T>(f: () => T): T }).deviceTime(() => {
+      m.mem.write8(buf + 5, 0);
+      m.mem.write16(desc + 12, 99);
+      m.mem.write16(desc + 14, AV | US);
+    });
+    expect(statements(mon)).toEqual(['packed.device.4', 'packed.device.6']);
+    run();
+  });
+});

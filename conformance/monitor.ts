@@ -18,14 +18,16 @@
  * accesses it makes itself are reads of side-effect-free registers (MagicValue, QueueSizeMax,
  * Status, InterruptStatus), made with its own listener muted.
  *
- * Packed rings are not monitored at ring level (register rules still apply).
+ * Packed rings are followed the same way, with the monitor's own copies of both sides' positions
+ * and wrap counters (a descriptor is available when AVAIL = the driver's wrap and USED differs; used
+ * when both equal the device's wrap).
  */
 import type { Machine } from '../device-models/machine/machine.ts';
 import type { AccessSize, BusAccess } from '../device-models/machine/bus.ts';
 import { PciCfg } from '../device-models/machine/pci.ts';
 import { COMMON_FIELD_WIDTH, Common, Legacy, MODERN_DEVICE_ID_BASE, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../spec-refs/virtio-pci.ts';
 import type { PlatformDevice } from '../drivers/core/platform.ts';
-import { BlkF, F, Mmio, NetF, Split, Status, DeviceType, statusNames } from '../spec-refs/virtio.ts';
+import { BlkF, F, Mmio, NetF, Packed, Split, Status, DeviceType, statusNames } from '../spec-refs/virtio.ts';
 import { NetFx } from '../spec-refs/net.ts';
 import { CheckFailure } from './check.ts';
 
@@ -148,6 +150,21 @@ interface RingState {
   broken: boolean;
 }
 
+/** A packed ring as the monitor follows it: its own copies of the driver's and the device's positions and wrap counters. */
+interface PackedState {
+  readonly index: number;
+  readonly size: number;
+  readonly desc: number;
+  availPos: number;
+  availWrap: boolean;
+  usedPos: number;
+  usedWrap: boolean;
+  /** Buffers made available and not yet used, oldest first (n: ring slots the list took). */
+  readonly inflight: { id: number; n: number; writable: number; readable: InFlight['readable']; seq: number }[];
+  seq: number;
+  broken: boolean;
+}
+
 interface QueueRegs {
   size: number;
   /** Legacy virtio-mmio QueueAlign. */
@@ -214,7 +231,8 @@ interface DevState {
   queueSel: number;
   readonly queues: Map<number, QueueRegs>;
   readonly rings: Map<number, RingState>;
-  negotiated: { indirect: boolean; eventIdx: boolean; packed: boolean; notificationData: boolean; notifConfigData: boolean };
+  readonly prings: Map<number, PackedState>;
+  negotiated: { indirect: boolean; eventIdx: boolean; packed: boolean; notificationData: boolean; notifConfigData: boolean; inOrder: boolean };
   /** InterruptStatus bits read and not yet acknowledged. */
   unacked: number;
   /** Interrupts delivered on this device's vector so far, and the count when the current wait began. */
@@ -401,7 +419,8 @@ export class Monitor {
           queueSel: 0,
           queues: new Map(),
           rings: new Map(),
-          negotiated: { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false },
+          prings: new Map(),
+          negotiated: { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false, inOrder: false },
           unacked: 0,
           irqsTotal: 0,
           irqsAtEnter: 0,
@@ -546,6 +565,7 @@ export class Monitor {
       packed: !legacy && this.acceptedHas(d, F.RING_PACKED),
       notificationData: !legacy && this.acceptedHas(d, F.NOTIFICATION_DATA),
       notifConfigData: !legacy && this.acceptedHas(d, F.NOTIF_CONFIG_DATA),
+      inOrder: !legacy && this.acceptedHas(d, F.IN_ORDER),
     };
   }
 
@@ -617,12 +637,15 @@ export class Monitor {
         const q = this.queue(d, d.queueSel);
         const ready = (v & 1) === 1;
         if (ready && !q.ready) this.queueEnabled(d, d.queueSel, q);
-        if (!ready) d.rings.delete(d.queueSel);
+        if (!ready) {
+          d.rings.delete(d.queueSel);
+          d.prings.delete(d.queueSel);
+        }
         q.ready = ready;
         break;
       }
       case Mmio.QUEUE_NOTIFY:
-        this.onNotify(d, v & 0xffff);
+        this.onNotify(d, v & 0xffff, v);
         break;
       case Mmio.INTERRUPT_ACK:
         if (v & ~3) this.violate(d, 'mmio.driver.20', 'driver', 'InterruptACK with undefined bits', 'bits 0..1 only', `0x${v.toString(16)}`);
@@ -643,10 +666,11 @@ export class Monitor {
       d.accepted.clear();
       d.unacked = 0;
       d.rings.clear();
+      d.prings.clear();
       for (const q of d.queues.values()) q.ready = false;
       d.devFeatSelWritten = d.drvFeatSelWritten = false;
       d.queueVector.clear();
-      d.negotiated = { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false };
+      d.negotiated = { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false, inOrder: false };
       if (d.kind !== 'mmio') return;
       // mmio.device.5 / status_init.device.4: reset clears InterruptStatus (when the reset has completed)
       const st = this.peek(d, Mmio.STATUS);
@@ -702,6 +726,7 @@ export class Monitor {
     if (pfn === 0) {
       q.ready = false;
       d.rings.delete(index);
+      d.prings.delete(index);
       return;
     }
     if (align <= 0 || q.size === 0) return;
@@ -718,7 +743,11 @@ export class Monitor {
         this.violate(d, 'split.driver.1', 'driver', `queue ${index} ring areas misaligned`, 'desc 16, avail 2, used 4 byte aligned', `desc 0x${q.desc.toString(16)} avail 0x${q.driver.toString(16)} used 0x${q.device.toString(16)}`);
       }
     }
-    if (!this.ringsOn || d.negotiated.packed || q.size === 0) return;
+    if (d.negotiated.packed) {
+      this.packedEnabled(d, index, q);
+      return;
+    }
+    if (!this.ringsOn || q.size === 0) return;
     const mem = this.machine.mem;
     if (!mem.isRam(q.desc, 16 * q.size) || !mem.isRam(q.driver, 6 + 2 * q.size) || !mem.isRam(q.device, 6 + 8 * q.size)) return;
     try {
@@ -825,8 +854,8 @@ export class Monitor {
       readMagic: true, readVersion: true, readDeviceId: true, deviceId, version: undefined,
       status: 0, sawReset: false, failedSet: false, featuresRefused: false, featuresOkWritten: false, driverOk: false,
       devFeatSelWritten: true, drvFeatSelWritten: true, devFeatSel: 0, drvFeatSel: 0, offered: new Map(), accepted: new Map(),
-      queueSel: 0, queues: new Map(), rings: new Map(),
-      negotiated: { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false },
+      queueSel: 0, queues: new Map(), rings: new Map(), prings: new Map(),
+      negotiated: { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false, inOrder: false },
       unacked: 0, irqsTotal: 0, irqsAtEnter: 0, irqsHandled: 0, irqsTaken: 0,
     };
     this.pciDevs.set(cfg, d);
@@ -1037,6 +1066,7 @@ export class Monitor {
         if (v & 1) {
           this.queue(d, sel).ready = false;
           d.rings.delete(sel);
+          d.prings.delete(sel);
         }
         return;
       case Common.DEVICE_FEATURE:
@@ -1071,7 +1101,7 @@ export class Monitor {
         this.violate(d, nd ? 'pci.driver.41' : 'pci.driver.40', 'driver', `notification at the address of queue ${index} names queue ${low}`, String(index), String(low));
       }
     }
-    this.onNotify(d, index >= 0 ? index : v & 0xffff);
+    this.onNotify(d, index >= 0 ? index : v & 0xffff, v);
   }
 
   /** The legacy register block (I/O BAR0 of a transitional or legacy function). */
@@ -1115,8 +1145,16 @@ export class Monitor {
   }
 
   /** An available buffer notification for queue `idx` (any transport). */
-  private onNotify(d: DevState, idx: number): void {
+  private onNotify(d: DevState, idx: number, data?: number): void {
     if (!d.driverOk) this.violate(d, 'status_init.driver.12', 'driver', `notification for queue ${idx} before DRIVER_OK`, 'DRIVER_OK set', statusNames(d.status));
+    const pr = d.prings.get(idx);
+    if (pr && !pr.broken && this.ringsOn) {
+      this.pguard(pr, () => {
+        this.scanUsedPacked(d, pr);
+        this.scanAvailPacked(d, pr);
+        if (data !== undefined && d.negotiated.notificationData) this.packedNotifyData(d, pr, data);
+      });
+    }
     const r = d.rings.get(idx);
     if (r && this.ringsOn && !r.broken) {
       this.guard(r, () => {
@@ -1124,6 +1162,156 @@ export class Monitor {
         this.syncAvail(d, r);
         r.notifiedAvail = r.lastAvail;
       });
+    }
+  }
+
+  // ------------------------------------------------------------------ packed rings
+
+  /** A packed queue was enabled: check the area alignment and start following it from position 0, wrap 1. */
+  private packedEnabled(d: DevState, index: number, q: QueueRegs): void {
+    // packed.driver.1: descriptor ring 16-byte aligned, both event suppression areas 4-byte aligned
+    if (q.desc % 16 || q.driver % 4 || q.device % 4) {
+      this.violate(d, 'packed.driver.1', 'driver', `packed queue ${index} areas misaligned`, 'descriptor ring 16, event suppression areas 4 byte aligned', `desc 0x${q.desc.toString(16)} driver 0x${q.driver.toString(16)} device 0x${q.device.toString(16)}`);
+    }
+    if (!this.ringsOn || q.size === 0 || !this.machine.mem.isRam(q.desc, 16 * q.size)) return;
+    d.prings.set(index, { index, size: q.size, desc: q.desc, availPos: 0, availWrap: true, usedPos: 0, usedWrap: true, inflight: [], seq: 0, broken: false });
+  }
+
+  private pguard(r: PackedState, fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      r.broken = true;
+    }
+  }
+
+  /** Follow the chains the driver made available since the last look (AVAIL = wrap, USED = !wrap at the driver's position). */
+  private scanAvailPacked(d: DevState, r: PackedState): void {
+    const mem = this.machine.mem;
+    for (let guard = 0; guard < r.size && !r.broken; guard++) {
+      const first = r.desc + 16 * r.availPos;
+      const f0 = mem.read16(first + 14);
+      if (((f0 & Packed.DESC_F_AVAIL) !== 0) !== r.availWrap || ((f0 & Packed.DESC_F_USED) !== 0) === r.availWrap) return;
+      let writable = 0;
+      let sawWritable = false;
+      const readable: InFlight['readable'] = [];
+      const rsegs: { addr: number; len: number }[] = [];
+      const wsegs: { addr: number; len: number }[] = [];
+      let k = 0;
+      let id = 0;
+      const seg = (addr: number, len: number, flags: number, where: string): void => {
+        if (len > 0 && !mem.isRam(addr, len)) this.violate(d, 'features.driver.13', 'driver', `packed queue ${r.index}: ${where} points outside guest RAM (no VIRTIO_F_ACCESS_PLATFORM)`, 'a guest-physical RAM address', `0x${addr.toString(16)}+${len}`);
+        if (flags & Packed.DESC_F_WRITE) {
+          sawWritable = true;
+          writable += len;
+          wsegs.push({ addr, len });
+        } else {
+          // packed.driver.8: device-readable elements come before device-writable ones
+          if (sawWritable) this.violate(d, 'packed.driver.8', 'driver', `packed queue ${r.index}: device-readable ${where} after a device-writable one`);
+          rsegs.push({ addr, len });
+          if (len > 0 && mem.isRam(addr, Math.min(len, this.snapBytes))) readable.push({ gpa: addr, bytes: mem.readBytes(addr, Math.min(len, this.snapBytes)) });
+        }
+      };
+      for (;; k++) {
+        if (k >= r.size) {
+          // packed.driver.7: no list longer than the queue size (so no loops around the ring)
+          this.violate(d, 'packed.driver.7', 'driver', `packed queue ${r.index}: descriptor list from position ${r.availPos} longer than the queue size ${r.size}`);
+          r.broken = true;
+          return;
+        }
+        const pos = (r.availPos + k) % r.size;
+        const wrap = r.availPos + k >= r.size ? !r.availWrap : r.availWrap;
+        const a = r.desc + 16 * pos;
+        const flags = mem.read16(a + 14);
+        if (k > 0 && (((flags & Packed.DESC_F_AVAIL) !== 0) !== wrap || ((flags & Packed.DESC_F_USED) !== 0) === wrap)) {
+          // packed.driver.11: the list's head became available before the rest of the list
+          this.violate(d, 'packed.driver.11', 'driver', `packed queue ${r.index}: head at position ${r.availPos} is available but descriptor ${k} of its list (position ${pos}) is not`, `AVAIL=${wrap ? 1 : 0} USED=${wrap ? 0 : 1}`, `flags 0x${flags.toString(16)}`);
+          r.broken = true;
+          return;
+        }
+        const addr = u64(mem, a);
+        const len = mem.read32(a + 8);
+        id = mem.read16(a + 12);
+        if (flags & Packed.DESC_F_INDIRECT) {
+          // packed.driver.12: INDIRECT only with VIRTIO_F_INDIRECT_DESC; packed.driver.15: not inside a NEXT-linked list
+          if (!d.negotiated.indirect) this.violate(d, 'packed.driver.12', 'driver', `packed queue ${r.index}: INDIRECT descriptor without VIRTIO_F_INDIRECT_DESC (position ${pos})`);
+          if (flags & Packed.DESC_F_NEXT || k > 0) this.violate(d, 'packed.driver.15', 'driver', `packed queue ${r.index}: INDIRECT descriptor in a list linked by NEXT (position ${pos})`);
+          const n = Math.floor(len / 16);
+          if (n > 0 && mem.isRam(addr, 16 * n)) {
+            for (let i = 0; i < n && i < 4096; i++) {
+              const e = addr + 16 * i;
+              const ef = mem.read16(e + 14);
+              // packed.driver.13: within an indirect table only DESC_F_WRITE may be set
+              if (ef & ~Packed.DESC_F_WRITE) this.violate(d, 'packed.driver.13', 'driver', `packed queue ${r.index}: indirect entry ${i} has flags 0x${ef.toString(16)}`, 'WRITE only', `0x${ef.toString(16)}`);
+              seg(u64(mem, e), mem.read32(e + 8), ef, `indirect entry ${i}`);
+            }
+          }
+        } else seg(addr, len, flags, `descriptor at position ${pos}`);
+        if (!(flags & Packed.DESC_F_NEXT)) break;
+      }
+      const n = k + 1;
+      r.availPos += n;
+      if (r.availPos >= r.size) {
+        r.availPos -= r.size;
+        r.availWrap = !r.availWrap;
+      }
+      r.inflight.push({ id, n, writable, readable, seq: r.seq++ });
+      this.stats.chains++;
+      if (this.onChain) {
+        const report = (statement: string, message: string, expected?: string, seen?: string) => this.violate(d, statement, 'driver', `packed queue ${r.index} buffer ${id}: ${message}`, expected, seen);
+        this.onChain({ device: d.pd, deviceName: d.name, deviceId: d.deviceId, queue: r.index, head: id, readable: rsegs, writable: wsegs, config32: (o) => this.config32(d, o) }, report);
+      }
+    }
+  }
+
+  /** Used descriptors the device wrote since the last look (AVAIL = USED = the device's wrap counter). */
+  private scanUsedPacked(d: DevState, r: PackedState): void {
+    const mem = this.machine.mem;
+    for (let guard = 0; guard < r.size && !r.broken; guard++) {
+      const a = r.desc + 16 * r.usedPos;
+      const flags = mem.read16(a + 14);
+      if (((flags & Packed.DESC_F_AVAIL) !== 0) !== r.usedWrap || ((flags & Packed.DESC_F_USED) !== 0) !== r.usedWrap) return;
+      const id = mem.read16(a + 12);
+      if (!d.driverOk) this.violate(d, 'status_init.device.1', 'device', `packed queue ${r.index}: used descriptor written before DRIVER_OK`);
+      const at = r.inflight.findIndex((f) => f.id === id);
+      if (at < 0) {
+        // packed.device.6: the device may only use what the driver made available
+        this.violate(d, 'packed.device.6', 'device', `packed queue ${r.index}: used descriptor at position ${r.usedPos} names buffer id ${id}, which is not available`, 'the id of an available buffer', String(id));
+        r.broken = true;
+        return;
+      }
+      // with IN_ORDER one used descriptor may stand for every buffer made available before it
+      const done = d.negotiated.inOrder ? r.inflight.splice(0, at + 1) : r.inflight.splice(at, 1);
+      for (const f of done) {
+        this.stats.used++;
+        r.usedPos += f.n;
+        if (r.usedPos >= r.size) {
+          r.usedPos -= r.size;
+          r.usedWrap = !r.usedWrap;
+        }
+      }
+    }
+  }
+
+  /** Device-readable buffers must not change while in flight: the device's doing in device time, the driver's otherwise. */
+  private snapshotsPacked(d: DevState, r: PackedState, side: 'driver' | 'device'): void {
+    const mem = this.machine.mem;
+    for (const f of r.inflight) {
+      for (const s of f.readable) {
+        if (sameBytes(mem.subarray(s.gpa, s.bytes.length), s.bytes)) continue;
+        if (side === 'device') this.violate(d, 'packed.device.4', 'device', `packed queue ${r.index}: a device-readable buffer of buffer ${f.id} changed while the device ran`, 'unchanged', `buffer at 0x${s.gpa.toString(16)}`);
+        else this.violate(d, 'status_init.driver.13', 'driver', `packed queue ${r.index}: driver modified a device-readable buffer of in-flight buffer ${f.id}`);
+        s.bytes.set(mem.subarray(s.gpa, s.bytes.length));
+      }
+    }
+  }
+
+  /** packed.driver.4: with NOTIFICATION_DATA, a notification carries the driver's next position and wrap counter. */
+  private packedNotifyData(d: DevState, r: PackedState, data: number): void {
+    const off = (data >>> 16) & 0x7fff;
+    const wrap = data >>> 31 === 1;
+    if (off !== r.availPos || wrap !== r.availWrap) {
+      this.violate(d, 'packed.driver.4', 'driver', `packed queue ${r.index}: notification data names position ${off} wrap ${wrap ? 1 : 0}`, `next_off ${r.availPos} next_wrap ${r.availWrap ? 1 : 0}`, `next_off ${off} next_wrap ${wrap ? 1 : 0}`);
     }
   }
 
@@ -1171,6 +1359,14 @@ export class Monitor {
         d.unacked = 0;
       }
       if (!this.ringsOn) continue;
+      for (const r of d.prings.values()) {
+        if (r.broken) continue;
+        this.pguard(r, () => {
+          this.snapshotsPacked(d, r, 'driver');
+          this.scanUsedPacked(d, r);
+          this.scanAvailPacked(d, r);
+        });
+      }
       for (const r of d.rings.values()) {
         if (r.broken) continue;
         this.guard(r, () => {
@@ -1188,6 +1384,13 @@ export class Monitor {
   private leaveDeviceTime(): void {
     if (!this.active || !this.ringsOn) return;
     for (const d of this.allDevs()) {
+      for (const r of d.prings.values()) {
+        if (r.broken) continue;
+        this.pguard(r, () => {
+          this.snapshotsPacked(d, r, 'device');
+          this.scanUsedPacked(d, r);
+        });
+      }
       for (const r of d.rings.values()) {
         if (r.broken) continue;
         this.guard(r, () => {
