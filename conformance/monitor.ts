@@ -126,6 +126,8 @@ function definedBits(deviceType: number): Set<number> {
 
 interface InFlight {
   readonly head: number;
+  /** Order in which the chain was made available (IN_ORDER batches retire every older chain). */
+  seq: number;
   readonly writable: number;
   /** Descriptor-table bytes of the chain (addr/len/flags/next of each descriptor), as made available. */
   readonly descs: { readonly gpa: number; readonly bytes: Uint8Array }[];
@@ -264,6 +266,7 @@ export class Monitor {
   private readonly winCache = new Map<string, { d: DevState; bar: number } | null>();
   /** Last value written to the 0xCF8 configuration address port. */
   private cf8 = 0;
+  private seq = 0;
   private readonly ignore: Set<string>;
   private readonly max: number;
   private readonly ringsOn: boolean;
@@ -646,6 +649,14 @@ export class Monitor {
       }
       case Mmio.QUEUE_NOTIFY:
         this.onNotify(d, v & 0xffff, v);
+        break;
+      case Mmio.QUEUE_RESET:
+        // VIRTIO_F_RING_RESET: writing 1 resets the selected queue (it is no longer ready and may be set up again)
+        if (v & 1) {
+          this.queue(d, d.queueSel).ready = false;
+          d.rings.delete(d.queueSel);
+          d.prings.delete(d.queueSel);
+        }
         break;
       case Mmio.INTERRUPT_ACK:
         if (v & ~3) this.violate(d, 'mmio.driver.20', 'driver', 'InterruptACK with undefined bits', 'bits 0..1 only', `0x${v.toString(16)}`);
@@ -1517,7 +1528,7 @@ export class Monitor {
       const report = (statement: string, message: string, expected?: string, seen?: string) => this.violate(d, statement, 'driver', `queue ${r.index} chain ${head}: ${message}`, expected, seen);
       this.onChain({ device: d.pd, deviceName: d.name, deviceId: d.deviceId, queue: r.index, head, readable: rsegs, writable: wsegs, config32: (o) => this.config32(d, o) }, report);
     }
-    return ok ? { head, writable, descs, readable } : null;
+    return ok ? { head, seq: this.seq++, writable, descs, readable } : null;
   }
 
   private checkSnapshots(d: DevState, r: RingState, side: 'driver' | 'device'): void {
@@ -1557,7 +1568,7 @@ export class Monitor {
       return;
     }
     const from = r.lastUsed;
-    for (let k = 0; k < n; k++) {
+    for (let k = 0; k < n; ) {
       const e = r.used + 4 + 8 * ((r.lastUsed + k) % r.size);
       const id = mem.read32(e);
       const len = mem.read32(e + 4);
@@ -1565,11 +1576,26 @@ export class Monitor {
       const f = l?.shift();
       if (!f) {
         this.violate(d, 'split.device.16', 'device', `queue ${r.index}: used id ${id} is not a buffer in flight`, 'the head of an available chain', String(id));
+        k++;
         continue;
       }
+      k++;
       this.stats.used++;
       if (l!.length === 0) r.inflight.delete(id);
       r.inflightCount--;
+      if (d.negotiated.inOrder) {
+        // IN_ORDER: one used entry may stand for its whole batch (every chain made available before
+        // it); the device then skips the batch's other used slots and moves idx by the batch size
+        for (const [h, list] of r.inflight) {
+          while (list.length && list[0]!.seq < f.seq) {
+            list.shift();
+            r.inflightCount--;
+            this.stats.used++;
+            k++;
+          }
+          if (list.length === 0) r.inflight.delete(h);
+        }
+      }
       if (len > f.writable) this.violate(d, 'split.device.16', 'device', `queue ${r.index}: used len ${len} exceeds the ${f.writable} writable bytes of chain ${id}`, `<= ${f.writable}`, String(len));
     }
     r.lastUsed = idx;
