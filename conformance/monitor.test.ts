@@ -631,3 +631,52 @@ describe('monitor: each packed-ring rule fires on a hostile driver or device', (
     run();
   });
 });
+
+describe('monitor: the remaining new rules fire too', () => {
+  it('NOTIFICATION_DATA with NOTIF_CONFIG_DATA: the low half is queue_notif_config_data (pci.driver.43)', () => {
+    const feats = ALL | featureSet(F.NOTIFICATION_DATA, F.NOTIF_CONFIG_DATA);
+    const s = pciSim('modern', feats);
+    const c = common(s);
+    c.negotiate(feats);
+    c.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    c.w(Common.QUEUE_SELECT, 2, 0);
+    const off = c.r(Common.QUEUE_NOTIFY_OFF, 2) * 4;
+    const data = c.r(Common.QUEUE_NOTIF_CONFIG_DATA, 2);
+    c.notify(off, 4, data);
+    expect(statements(s.mon)).toEqual([]);
+    c.notify(off, 4, 0);
+    expect(statements(s.mon)).toEqual(['pci.driver.43']);
+  });
+
+  it('packed: the driver rewrites a readable buffer in flight (status_init.driver.13), a descriptor outside RAM (features.driver.13)', () => {
+    const { m, mon, raw, put } = livePacked();
+    const buf = m.dma.alloc(64);
+    put(0, buf, 64, 1, 0x0);
+    raw.notify(0);
+    m.mem.write8(buf, 0xee); // driver time: the device has not run
+    m.platform.spin(1); // entering device time judges what the driver did
+    expect(statements(mon)).toEqual(['status_init.driver.13']);
+    put(1, 0x7fff_0000, 64, 2, 0x0);
+    raw.notify(0);
+    expect(statements(mon)).toEqual(['features.driver.13', 'status_init.driver.13']);
+  });
+
+  it('packed: a used descriptor before DRIVER_OK (status_init.device.1)', () => {
+    const { m, dev } = sim({ features: PACKED });
+    const mon = attachMonitor(m);
+    const raw = new RawMmio(m.platform, dev.base);
+    raw.probe();
+    raw.negotiate((o) => o & PACKED); // FEATURES_OK, no DRIVER_OK
+    const desc = m.dma.alloc(128, 16);
+    raw.setupQueue(0, 8, desc, m.dma.alloc(4, 4), m.dma.alloc(4, 4));
+    const buf = m.dma.alloc(64);
+    m.mem.write32(desc, buf);
+    m.mem.write32(desc + 8, 64);
+    m.mem.write16(desc + 12, 1);
+    m.mem.write16(desc + 14, 0x2 | (1 << 7));
+    raw.notify(0); // status_init.driver.12 as well: a notification before DRIVER_OK
+    // a device that uses the buffer anyway (in device time)
+    mon.deviceTime(() => m.mem.write16(desc + 14, 0x2 | (1 << 7) | (1 << 15)));
+    expect(statements(mon)).toEqual(['status_init.device.1', 'status_init.driver.12']);
+  });
+});
