@@ -23,7 +23,7 @@ export interface RawRequest {
 
 const NO_REQUEST_QUEUE = 'virtio-net has no request/response queue 0 for raw-ring requests (receiveq1 completes when a frame arrives); its rings are judged by the net.* and under-load checks';
 
-/** Call first in a check that posts validRequest()s on queue 0: skips device kinds without such a queue (virtio-net). */
+/** Call first in a check that posts validRequest()s on queue 0: skips device kinds without such a queue (virtio-net). Checks that can use another queue take validRequestOnQueue / requestQueue instead (virtio-net: a frame on transmitq1). */
 export function needsRequestQueue(ctx: { readonly device: string }): void {
   if (ctx.device === 'net') throw new CheckSkip(NO_REQUEST_QUEUE);
 }

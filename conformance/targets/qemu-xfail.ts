@@ -64,7 +64,7 @@ export const QEMU_XFAIL: readonly QemuXfail[] = [
       'split.device.8: QEMU 7.2 follows VRING_DESC_F_INDIRECT only on the head descriptor (virtqueue_split_pop and ' +
       'virtqueue_split_get_avail_bytes, hw/virtio/virtio.c): in a chain of ordinary descriptors ending in an indirect one, ' +
       'the table is taken for a data buffer; virtio-blk reports "virtio-blk missing headers" and sets DEVICE_NEEDS_RESET. ' +
-      '(The reported counterexample is shrunk on a device already broken by such a chain: the property shares one device.)',
+      'Shrunk on fresh devices (SharedDevice): [[],1,false], header direct, data and status in an indirect table at the end',
   },
   {
     check: 'split.device.framing',
