@@ -18,7 +18,8 @@
 import type { GuestMemory, RamRegion } from '../machine/memory.ts';
 import { DriverMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
-import type { Chain, Segment } from './model.ts';
+import type { Chain } from './model.ts';
+import { PooledChain } from './chain-pool.ts';
 import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
 
 /** What the ring needs from the core (structurally the core's RingHost). */
@@ -82,60 +83,18 @@ export function validatePackedConfig(cfg: PackedQueueConfig, mem: GuestMemory, o
   return null;
 }
 
-interface MutableSegment {
-  addr: number;
-  len: number;
-}
-
 /**
- * A pooled chain. The buffer id is only known once the whole list has been read (it sits in the
- * last descriptor), so a list is walked into a spare chain, which then becomes the pooled chain of
- * its id; the chain that id held before (completed, since the id was free) becomes the next spare.
- * In a steady state pop/push allocates nothing.
+ * The pooled chain of a buffer id. The id is only known once the whole list has been read (it sits
+ * in the last descriptor), so a list is walked into a spare chain, which then becomes the pooled
+ * chain of its id; the chain that id held before (completed, since the id was free) becomes the
+ * next spare. In a steady state pop/push allocates nothing.
  */
-class PackedChain implements Chain {
-  id = 0;
-  readonly readable: Segment[] = [];
-  readonly writable: Segment[] = [];
-  readableLen = 0;
-  writableLen = 0;
-  /** Ring slots the buffer took (1 for an indirect descriptor). */
-  descCount = 0;
-  /** Segment objects, reused across uses of this chain. */
-  readonly rPool: MutableSegment[] = [];
-  readonly wPool: MutableSegment[] = [];
-  nR = 0;
-  nW = 0;
+class PackedChain extends PooledChain {
   /** In flight: taken by pop, not yet completed. */
   busy = false;
   /** IN_ORDER: completed, waiting for the buffers taken before it. */
   done = false;
   written = 0;
-
-  begin(): void {
-    this.nR = 0;
-    this.nW = 0;
-    this.readableLen = 0;
-    this.writableLen = 0;
-  }
-
-  add(write: boolean, addr: number, len: number): void {
-    const pool = write ? this.wPool : this.rPool;
-    const list = (write ? this.writable : this.readable) as MutableSegment[];
-    const n = write ? this.nW++ : this.nR++;
-    let s = pool[n];
-    if (!s) s = pool[n] = { addr, len };
-    else {
-      s.addr = addr;
-      s.len = len;
-    }
-    list[n] = s;
-  }
-
-  end(): void {
-    if (this.readable.length !== this.nR) this.readable.length = this.nR;
-    if (this.writable.length !== this.nW) this.writable.length = this.nW;
-  }
 }
 
 export interface PackedQueueStats {
