@@ -1,6 +1,6 @@
 /**
  * Vitest setup file: run existing tests with the conformance monitor on every simulated machine
- * that gets a virtio-mmio device, without changing the tests.
+ * that gets a virtio-mmio device or a PCI function, without changing the tests.
  *
  *   PVKIT_MONITOR=strict npx vitest run drivers/blk      (vitest.config.ts adds this setup file)
  *   PVKIT_MONITOR=report npx vitest run
@@ -12,6 +12,7 @@
  */
 import { afterEach } from 'vitest';
 import { Machine } from '../device-models/machine/machine.ts';
+import { PciHost } from '../device-models/machine/pci.ts';
 import { attachMonitor, type Monitor } from './monitor.ts';
 
 const mode = process.env['PVKIT_MONITOR'] ?? 'strict';
@@ -24,6 +25,16 @@ Machine.prototype.addMmioDevice = function (this: Machine, ...args: Parameters<M
     live.push(attachMonitor(this));
   }
   return add.apply(this, args);
+};
+
+// virtio-pci: attach when the machine's first PCI function is plugged in (before enumeration)
+const addFn = PciHost.prototype.addFunction;
+PciHost.prototype.addFunction = function (this: PciHost, ...args: Parameters<PciHost['addFunction']>) {
+  if (!attached.has(this.machine)) {
+    attached.add(this.machine);
+    live.push(attachMonitor(this.machine));
+  }
+  return addFn.apply(this, args);
 };
 
 afterEach((tc) => {

@@ -82,6 +82,21 @@ describe('REPL session', () => {
     expect((s.core.status & Status.DEVICE_NEEDS_RESET) !== 0).toBe(needsReset);
   });
 
+  it.each([
+    ['skip-features-ok', ['status_init.driver.6']],
+    ['bad-descriptor', ['split.driver.2']],
+    ['clear-status', ['status_init.driver.2']],
+    // (notify-early: the pci transport refuses to notify a queue it has not set up, so the REPL cannot break that rule over pci)
+  ] as const)('over virtio-pci too, breakRule(%s) is named by the monitor', (rule, ids) => {
+    const s = new Session({ transport: 'pci' });
+    s.init();
+    expect(s.monitor.violations).toEqual([]);
+    const v = s.breakRule(rule);
+    const after = s.machine.scheduler.pending ? s.tick() : v;
+    const text = v.text + '\n' + after.text;
+    for (const id of ids) expect(text).toContain(`monitor: driver broke ${id}`);
+  });
+
   it('refused features stay refused, and want/refuse take names or numbers', () => {
     const s = new Session();
     s.refuse('EVENT_IDX');
