@@ -12,6 +12,7 @@
  */
 import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
+import { IndirectTables } from './indirect-tables.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
 import type { QueueAddresses } from '../transport/transport.ts';
@@ -73,8 +74,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   private readonly ids: (Slot<T> | undefined)[];
   /** By buffer id: the Slot object and the indirect table (with its capacity in entries) it reuses. */
   private readonly slotPool: (Slot<T> | undefined)[];
-  private readonly indTable: Float64Array;
-  private readonly indCap: Uint32Array;
+  private readonly tables: IndirectTables;
   /** Direct views of the three ring areas, where the platform offers them (mapView). */
   private readonly dView: DataView | undefined;
   private readonly dViewOff: number;
@@ -116,8 +116,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.freeSlots = size;
     this.ids = new Array<Slot<T> | undefined>(size).fill(undefined);
     this.slotPool = new Array<Slot<T> | undefined>(size).fill(undefined);
-    this.indTable = new Float64Array(size);
-    this.indCap = new Uint32Array(size);
+    this.tables = new IndirectTables(dma, size);
     const dm = mem.mapView?.(this.descAddr, 16 * size);
     const drm = mem.mapView?.(this.driverAddr, 4);
     const dvm = mem.mapView?.(this.deviceAddr, 4);
@@ -160,7 +159,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     let firstFlags = 0;
     let table = 0;
     if (useIndirect) {
-      table = this.indirectTableFor(id, n);
+      table = this.tables.tableFor(id, n);
       let i = 0;
       for (const b of out) this.writeDesc(table + 16 * i++, b.addr, b.len, 0, 0);
       for (const b of inp) this.writeDesc(table + 16 * i++, b.addr, b.len, 0, F_WRITE);
@@ -205,17 +204,6 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     return true;
   }
 
-  /** A table of at least `n` entries for buffer `id`, kept for the id's next indirect buffer (freed by destroy). */
-  private indirectTableFor(id: number, n: number): number {
-    if (this.indCap[id]! >= n) return this.indTable[id]!;
-    if (this.indTable[id]) this.dma.free(this.indTable[id]!);
-    let cap = 4;
-    while (cap < n) cap *= 2;
-    const gpa = this.dma.alloc(16 * cap, 16);
-    this.indTable[id] = gpa;
-    this.indCap[id] = cap;
-    return gpa;
-  }
 
   /** writeDesc for ring slot `pos`, through the cached view when there is one. */
   private writeRingDesc(pos: number, addr: number, len: number, id: number, flags: number): void {
@@ -391,11 +379,8 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (let i = 0; i < this.size; i++) {
-      if (this.indTable[i]) this.dma.free(this.indTable[i]!);
-      this.ids[i] = undefined;
-    }
-    this.indTable.fill(0);
+    this.ids.fill(undefined);
+    this.tables.freeAll();
     this.dma.free(this.descAddr);
     this.dma.free(this.driverAddr);
     this.dma.free(this.deviceAddr);
