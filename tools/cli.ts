@@ -19,7 +19,8 @@ export async function main(argv: string[]): Promise<number> {
     .version(false)
     .fail((msg, err) => {
       if (err) throw err;
-      throw new CliUsageError(msg ?? 'bad usage');
+      // one line: yargs spreads some messages (invalid choices) over several
+      throw new CliUsageError((msg ?? 'bad usage').replace(/\s*\n\s*/g, ' '));
     });
   for (const c of commands) y = y.command(c);
   try {

@@ -21,9 +21,8 @@ export interface CommandTrace {
   finish(): string;
 }
 
-/** Start tracing to `path`, or return undefined when no path was given. A path whose directory is missing is a usage error (exit 2). */
-export function startCommandTrace(path: string | undefined, opts: TracerOptions = {}): CommandTrace | undefined {
-  if (path === undefined) return undefined;
+/** A --trace FILE that cannot be written is a usage error (exit 2), found before any work is done. */
+export function checkTracePath(path: string): void {
   if (path === '') throw new UsageError('usage.trace', '--trace needs a file name');
   const dir = dirname(resolve(path));
   if (!existsSync(dir)) throw new UsageError('usage.trace', `--trace: directory ${dir} does not exist`);
@@ -32,6 +31,12 @@ export function startCommandTrace(path: string | undefined, opts: TracerOptions 
   } catch {
     throw new UsageError('usage.trace', `--trace: directory ${dir} is not writable`);
   }
+}
+
+/** Start tracing to `path`, or return undefined when no path was given. A path whose directory is missing is a usage error (exit 2). */
+export function startCommandTrace(path: string | undefined, opts: TracerOptions = {}): CommandTrace | undefined {
+  if (path === undefined) return undefined;
+  checkTracePath(path);
   let current = 'machine';
   const session = new TraceSession(() => current, opts);
   return {

@@ -112,7 +112,11 @@ export class FileDisk implements BlkBackend {
    */
   constructor(readonly path: string, opts: { size?: number; readOnly?: boolean } = {}) {
     this.readOnly = opts.readOnly ?? false;
-    this.fd = fs.openSync(path, this.readOnly ? 'r' : fs.existsSync(path) ? 'r+' : 'w+');
+    try {
+      this.fd = fs.openSync(path, this.readOnly ? 'r' : fs.existsSync(path) ? 'r+' : 'w+');
+    } catch (e) {
+      throw new UsageError('usage.blk.file', `cannot open disk image ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
     if (opts.size !== undefined) {
       checkSize(opts.size);
       if (this.readOnly) throw new UsageError('usage.blk.file', 'cannot set the size of a read-only image', { seen: path });

@@ -19,7 +19,7 @@
 import type { Chain, DeviceContext, Segment, VirtioDeviceModel } from '../virtio/model.ts';
 import type { GuestMemory } from '../machine/memory.ts';
 import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { UsageError } from '../../spec-refs/errors.ts';
+import { GuestMemoryError, UsageError, hex } from '../../spec-refs/errors.ts';
 import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/blk-layout.ts';
 import { SECTOR, type BlkBackend } from './backend.ts';
 import { ZoneSet, type ZonedOptions } from './zones.ts';
@@ -524,7 +524,7 @@ export class VirtioBlkDevice implements VirtioDeviceModel {
     let left = len;
     while (left > 0) {
       const reg = mem.regions.find((x) => a >= x.base && a < x.end);
-      if (!reg) throw new RangeError('segment outside RAM');
+      if (!reg) throw new GuestMemoryError('mem.out_of_ram', 'segment outside RAM', { expected: 'a chain segment the ring validated', seen: `${hex(a)}+${left}` });
       const n = Math.min(left, reg.end - a);
       fn(reg.bytes.subarray(a - reg.base, a - reg.base + n), pos);
       a += n;

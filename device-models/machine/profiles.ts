@@ -1,4 +1,5 @@
 import type { CostProfile } from './cost.ts';
+import { UsageError } from '../../spec-refs/errors.ts';
 
 /**
  * Named cost profiles. Each constant cites its source; see cost.ts for the rules.
@@ -14,7 +15,7 @@ export function registerProfile(p: CostProfile): void {
 
 export function getProfile(name: string): CostProfile {
   const p = registry.get(name);
-  if (!p) throw new Error(`unknown cost profile '${name}' (known: ${[...registry.keys()].join(', ')})`);
+  if (!p) throw new UsageError('usage.profile', `unknown cost profile '${name}' (known: ${[...registry.keys()].join(', ')})`);
   return p;
 }
 

@@ -7,6 +7,8 @@
  * evicted (FIFO within a tag, a fair stand-in for the pseudo-LRU of real STLBs). Values pack
  * the frame and two flags: `frame * 4 + (global ? 2 : 0) + (writable ? 1 : 0)`.
  */
+import { UsageError } from '../../spec-refs/errors.ts';
+
 export const TLB_WRITABLE = 1;
 export const TLB_GLOBAL = 2;
 
@@ -118,7 +120,7 @@ export class SoftTlb {
   private readonly frames: Float64Array;
 
   constructor(slots = 256) {
-    if ((slots & (slots - 1)) !== 0) throw new Error('SoftTlb slots must be a power of two');
+    if (!Number.isInteger(slots) || slots < 1 || (slots & (slots - 1)) !== 0) throw new UsageError('usage.tlb.slots', 'SoftTlb slots must be a power of two', { expected: 'a power of two', seen: String(slots) });
     this.slots = slots;
     this.mask = slots - 1;
     this.vpns = new Float64Array(slots).fill(-1);

@@ -42,3 +42,15 @@ describe.each(netConfigs())('end to end over %s with %s rings', (transport, ring
     expect(tb.sw.unicast).toBeGreaterThan(0);
   });
 });
+
+describe('GuestIpStack waits are bounded', () => {
+  it('a step() that lets no target time pass ends the wait with a TimeoutError, not a hang', () => {
+    const tb = new NetTestbed();
+    const g = tb.addGuest({ transport: 'mmio', ring: 'split' });
+    const stack = new GuestIpStack(g.driver, ip4FromString('10.0.0.1'));
+    let steps = 0;
+    // nobody answers 10.0.0.9, and the step does nothing: only the stall bound can end this wait
+    expect(() => stack.ping(ip4FromString('10.0.0.9'), 1, undefined, 10_000_000, () => void steps++)).toThrow(/step\(\) let no target time pass/);
+    expect(steps).toBe(100_000 - 1);
+  });
+});

@@ -10,6 +10,7 @@ import { Scheduler } from '../machine/scheduler.ts';
 import { attachVirtioMmio } from '../virtio/mmio.ts';
 import { ringLayout, type VirtioCore } from '../virtio/core.ts';
 import { F, bit } from '../../spec-refs/virtio.ts';
+import { BusError, UsageError, hex } from '../../spec-refs/errors.ts';
 import type { VirtioDeviceModel } from '../virtio/model.ts';
 import { MmioTransport } from '../../drivers/transport/mmio.ts';
 import { attachVirtioPci } from '../virtio/pci.ts';
@@ -32,7 +33,7 @@ function mmioKind(legacy: boolean): NetTransportKind {
       const a = attachVirtioMmio(m, model, { legacy, notifyLatencyNs: 200 });
       const pd = m.platform.devices().find((d) => d.base === a.base);
       const r = pd ? MmioTransport.probe(m.platform, pd) : null;
-      if (!r || !r.ok) throw new Error('virtio-mmio device not found by the driver');
+      if (!r || !r.ok) throw new BusError('testbed.mmio_probe', 'virtio-mmio device not found by the driver', { seen: pd ? `probe failed at ${hex(pd.base)}` : 'no device at the attached base' });
       return { core: a.core, transport: r.transport };
     },
   };
@@ -46,7 +47,7 @@ function pciKind(legacy: boolean): NetTransportKind {
       const a = attachVirtioPci(m, model, { mode: legacy ? 'transitional' : 'modern', notifyLatencyNs: 200 });
       const core = legacy ? a.transport.legacyCore! : a.core;
       const t = discoverPci(m.platform, { legacy }).transports.find((x) => x.addr.dev === a.fn.dev && x.addr.fn === a.fn.fn);
-      if (!t) throw new Error('virtio-pci device not found by enumeration');
+      if (!t) throw new BusError('testbed.pci_probe', 'virtio-pci device not found by enumeration', { expected: `function ${a.fn.dev}.${a.fn.fn}` });
       return { core, transport: t };
     },
   };
@@ -69,7 +70,7 @@ export function netTransports(): string[] {
 
 export function netTransport(name: string): NetTransportKind {
   const k = kinds.get(name);
-  if (!k) throw new Error(`unknown transport ${name}; known: ${netTransports().join(', ')}`);
+  if (!k) throw new UsageError('usage.net.transport', `unknown transport ${name}; known: ${netTransports().join(', ')}`);
   return k;
 }
 

@@ -113,8 +113,8 @@ export class VirtioMmioDevice implements RegisterHandler, TransportSignals {
         return 0;
       }
       return this.readReg(offset) >>> 0;
-    } catch {
-      this.bad('read', offset, size, 'internal error');
+    } catch (e) {
+      this.bad('read', offset, size, internalError(e));
       return 0;
     }
   }
@@ -130,8 +130,8 @@ export class VirtioMmioDevice implements RegisterHandler, TransportSignals {
         return;
       }
       this.writeReg(offset, value >>> 0);
-    } catch {
-      this.bad('write', offset, size, 'internal error');
+    } catch (e) {
+      this.bad('write', offset, size, internalError(e));
     }
   }
 
@@ -353,4 +353,9 @@ export function attachVirtioMmio(machine: Machine, model: VirtioDeviceModel, opt
   const { base, line } = machine.addMmioDevice(`virtio-mmio:${model.name}`, transport);
   transport.connect(line);
   return { core, transport, base, line, vector: line.vector };
+}
+
+/** What a bad-access record says about an exception caught at the bus boundary (as pci.ts does). */
+function internalError(e: unknown): string {
+  return `internal error: ${e instanceof Error ? e.message : String(e)}`;
 }

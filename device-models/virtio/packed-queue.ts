@@ -11,11 +11,15 @@
  * Every field of a descriptor is read from guest memory once; chains are walked with a bound (the
  * queue size); buffer ids are checked against the ids in flight. A malformed ring gets
  * DEVICE_NEEDS_RESET through the host, and the queue takes nothing more.
+ *
+ * Hot path: the three ring areas are read through cached DataViews of their RAM regions, and
+ * chains are pooled by buffer id (see PackedChain), so a steady state pop/push allocates nothing.
  */
-import type { GuestMemory } from '../machine/memory.ts';
-import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
+import type { GuestMemory, RamRegion } from '../machine/memory.ts';
+import { DriverMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
-import type { Chain, Segment } from './model.ts';
+import type { Chain } from './model.ts';
+import { PooledChain } from './chain-pool.ts';
 import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
 
 /** What the ring needs from the core (structurally the core's RingHost). */
@@ -79,13 +83,18 @@ export function validatePackedConfig(cfg: PackedQueueConfig, mem: GuestMemory, o
   return null;
 }
 
-interface InFlight {
-  id: number;
-  /** Ring slots the buffer took (1 for an indirect descriptor). */
-  slots: number;
-  writableLen: number;
-  done: boolean;
-  written: number;
+/**
+ * The pooled chain of a buffer id. The id is only known once the whole list has been read (it sits
+ * in the last descriptor), so a list is walked into a spare chain, which then becomes the pooled
+ * chain of its id; the chain that id held before (completed, since the id was free) becomes the
+ * next spare. In a steady state pop/push allocates nothing.
+ */
+class PackedChain extends PooledChain {
+  /** In flight: taken by pop, not yet completed. */
+  busy = false;
+  /** IN_ORDER: completed, waiting for the buffers taken before it. */
+  done = false;
+  written = 0;
 }
 
 export interface PackedQueueStats {
@@ -101,9 +110,13 @@ export class PackedDeviceQueue implements CoreQueue {
   readonly index: number;
   readonly size: number;
   private readonly mem: GuestMemory;
-  private readonly descBase: number;
-  private readonly driverArea: number;
-  private readonly deviceArea: number;
+  /** Cached views of the descriptor ring and the two event structures (each in one RAM region). */
+  private readonly dv: DataView;
+  private readonly dOff: number;
+  private readonly drv: DataView;
+  private readonly drvOff: number;
+  private readonly devv: DataView;
+  private readonly devOff: number;
   private readonly eventIdx: boolean;
   private readonly indirect: boolean;
   private readonly inOrder: boolean;
@@ -115,36 +128,60 @@ export class PackedDeviceQueue implements CoreQueue {
   private usedWrap = 1;
   /** Slots advanced by used descriptors since the last flush (for event suppression). */
   private usedSinceFlush = 0;
-  /** By buffer id: the buffer in flight, or undefined. */
-  private readonly inflight: (InFlight | undefined)[];
-  /** IN_ORDER: buffers in the order they were taken; completions leave from the front. */
-  private readonly order: InFlight[] = [];
-  private pending: { id: number; len: number; slots: number; full: boolean } | null = null;
+  /** By buffer id: the pooled chain of that id (in flight when its `busy` is set). */
+  private readonly chains: (PackedChain | undefined)[];
+  /** The chain the next list is walked into. */
+  private spare = new PackedChain();
+  private inFlightCount = 0;
+  /** IN_ORDER: buffer ids in the order they were taken (a ring); completions leave from the front. */
+  private readonly order: Uint16Array;
+  private orderFront = 0;
+  private orderCount = 0;
+  /** IN_ORDER: the used descriptor being batched (written at the latest by flush). */
+  private hasPending = false;
+  private pendingId = 0;
+  private pendingLen = 0;
+  private pendingSlots = 0;
+  private pendingFull = false;
   private halted = false;
   private detached = false;
   /** Longest chain accepted (queue size; a device may limit further, packed.device.9). */
   readonly maxChain: number;
+  /** Completions the model got wrong (a chain not taken from this ring, or completed twice); ignored. */
+  modelErrors = 0;
   readonly stats: PackedQueueStats = { popped: 0, used: 0, usedDescriptorsWritten: 0, signals: 0, suppressed: 0 };
 
   constructor(private readonly host: PackedRingHost, cfg: PackedQueueConfig, opts: PackedRingOptions, limits: { maxChain?: number } = {}) {
     this.index = cfg.index;
     this.size = cfg.size;
     this.mem = host.mem;
-    this.descBase = cfg.desc;
-    this.driverArea = cfg.driver;
-    this.deviceArea = cfg.device;
+    // validatePackedConfig (run by the core before create) has checked each area lies in one region
+    const d = this.areaView(cfg.desc, 16 * cfg.size);
+    const dr = this.areaView(cfg.driver, 4);
+    const dv = this.areaView(cfg.device, 4);
+    this.dv = d.view;
+    this.dOff = cfg.desc - d.base;
+    this.drv = dr.view;
+    this.drvOff = cfg.driver - dr.base;
+    this.devv = dv.view;
+    this.devOff = cfg.device - dv.base;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
     this.inOrder = opts.inOrder;
     this.maxChain = Math.min(cfg.size, limits.maxChain ?? cfg.size);
-    this.inflight = new Array<InFlight | undefined>(cfg.size).fill(undefined);
+    this.chains = new Array<PackedChain | undefined>(cfg.size).fill(undefined);
+    this.order = new Uint16Array(opts.inOrder ? cfg.size : 0);
+  }
+
+  private areaView(addr: number, len: number): RamRegion {
+    const r = this.mem.regionOf(addr, len);
+    if (!r) throw new UsageError('packed.area', `queue ${this.index}: ring area not inside one RAM region (validatePackedConfig first)`, { expected: 'guest RAM', seen: `${hex(addr)}+${len}` });
+    return r;
   }
 
   /** Buffers taken and not completed yet. */
   get inFlight(): number {
-    let n = 0;
-    for (const f of this.inflight) if (f) n++;
-    return n;
+    return this.inFlightCount;
   }
 
   private paused = false;
@@ -156,7 +193,7 @@ export class PackedDeviceQueue implements CoreQueue {
 
   /** CoreQueue.numInFlight (suspend waits for it to reach 0). */
   get numInFlight(): number {
-    return this.inFlight;
+    return this.inFlightCount;
   }
 
   stop(mode: 'halt' | 'detach'): void {
@@ -178,7 +215,7 @@ export class PackedDeviceQueue implements CoreQueue {
   }
 
   private availableNow(): boolean {
-    const flags = this.mem.read16(this.descBase + 16 * this.nextAvail + 14);
+    const flags = this.dv.getUint16(this.dOff + 16 * this.nextAvail + 14, true);
     return PackedDeviceQueue.isAvail(flags, this.availWrap);
   }
 
@@ -188,10 +225,11 @@ export class PackedDeviceQueue implements CoreQueue {
    */
   pop(): Chain | null {
     if (this.halted || this.paused) return null;
-    const mem = this.mem;
+    const dv = this.dv;
+    const dOff = this.dOff;
     let pos = this.nextAvail;
     let wrap = this.availWrap;
-    const headFlags = mem.read16(this.descBase + 16 * pos + 14);
+    const headFlags = dv.getUint16(dOff + 16 * pos + 14, true);
     const a = (headFlags & F_AVAIL) !== 0 ? 1 : 0;
     const u = (headFlags & F_USED) !== 0 ? 1 : 0;
     if (a !== wrap) return null; // not made available yet (or a used descriptor from the last lap)
@@ -200,10 +238,8 @@ export class PackedDeviceQueue implements CoreQueue {
       // descriptor (or the previous lap's used one) can be.
       return this.fail('avail_used', 'descriptor has AVAIL and USED equal at the next available position', { expected: `AVAIL=${wrap} USED=${wrap ^ 1}`, seen: `flags ${hex(headFlags)} at ${pos}` });
     }
-    const readable: Segment[] = [];
-    const writable: Segment[] = [];
-    let readableLen = 0;
-    let writableLen = 0;
+    const c = this.spare;
+    c.begin();
     let slots = 0;
     let id = 0;
     let flags = headFlags;
@@ -211,17 +247,17 @@ export class PackedDeviceQueue implements CoreQueue {
       if (slots >= this.maxChain) {
         return this.fail('chain_len', 'descriptor list longer than the queue size', { statements: ['packed.driver.6', 'packed.driver.7'], expected: `<= ${this.maxChain} descriptors`, seen: `more, from ${this.nextAvail}` });
       }
-      const d = this.descBase + 16 * pos;
+      const d = dOff + 16 * pos;
       if (slots > 0) {
-        flags = mem.read16(d + 14);
+        flags = dv.getUint16(d + 14, true);
         if (!PackedDeviceQueue.isAvail(flags, wrap)) {
           return this.fail('partial_list', 'descriptor list continues into a descriptor that is not available', { statements: ['packed.driver.11', 'packed.driver.10'], expected: `AVAIL=${wrap} USED=${wrap ^ 1} at ${pos}`, seen: `flags ${hex(flags)}` });
         }
       }
-      const lo = mem.read32(d);
-      const hi = mem.read32(d + 4);
-      const len = mem.read32(d + 8);
-      id = mem.read16(d + 12);
+      const lo = dv.getUint32(d, true);
+      const hi = dv.getUint32(d + 4, true);
+      const len = dv.getUint32(d + 8, true);
+      id = dv.getUint16(d + 12, true);
       slots++;
       pos++;
       if (pos === this.size) {
@@ -233,33 +269,38 @@ export class PackedDeviceQueue implements CoreQueue {
         if (flags & F_NEXT || slots > 1) {
           return this.fail('indirect_in_list', 'indirect descriptor inside a list linked by NEXT', { statements: ['packed.driver.15'], seen: `flags ${hex(flags)} as descriptor ${slots} of the list` });
         }
-        const r = this.walkIndirect(lo, hi, len, readable, writable);
-        if (r === null) return null;
-        readableLen = r[0];
-        writableLen = r[1];
+        if (!this.walkIndirect(lo, hi, len, c)) return null;
         break;
       }
-      const err = this.addSegment(lo, hi, len, (flags & F_WRITE) !== 0, readable, writable, readableLen, writableLen);
-      if (err) return null;
-      if (flags & F_WRITE) writableLen += len;
-      else readableLen += len;
+      if (this.addSegment(lo, hi, len, (flags & F_WRITE) !== 0, c)) return null;
       if ((flags & F_NEXT) === 0) break;
     }
     if (id >= this.size) return this.fail('id_range', 'buffer id out of range', { expected: `< ${this.size}`, seen: String(id) });
-    if (this.inflight[id]) return this.fail('id_busy', 'buffer id already in flight', { expected: 'an id the device has completed', seen: String(id) });
-    const f: InFlight = { id, slots, writableLen, done: false, written: 0 };
-    this.inflight[id] = f;
-    if (this.inOrder) this.order.push(f);
+    const prev = this.chains[id];
+    if (prev && prev.busy) return this.fail('id_busy', 'buffer id already in flight', { expected: 'an id the device has completed', seen: String(id) });
+    c.end();
+    c.id = id;
+    c.descCount = slots;
+    c.busy = true;
+    c.done = false;
+    c.written = 0;
+    this.chains[id] = c;
+    this.spare = prev ?? new PackedChain();
+    this.inFlightCount++;
+    if (this.inOrder) {
+      this.order[(this.orderFront + this.orderCount) % this.size] = id;
+      this.orderCount++;
+    }
     this.nextAvail = pos;
     this.availWrap = wrap;
     this.stats.popped++;
-    return { id, readable, writable, readableLen, writableLen, descCount: slots };
+    return c;
   }
 
-  /** Validate one buffer element and add it; returns true on error (already reported). */
-  private addSegment(lo: number, hi: number, len: number, write: boolean, readable: Segment[], writable: Segment[], rLen: number, wLen: number): boolean {
-    if (!write && writable.length > 0) {
-      this.fail('order', 'device-readable element after a device-writable one', { statements: ['packed.driver.8'], seen: `readable ${hex(len)} bytes after ${writable.length} writable` });
+  /** Validate one buffer element and add it to `c`; returns true on error (already reported). */
+  private addSegment(lo: number, hi: number, len: number, write: boolean, c: PackedChain): boolean {
+    if (!write && c.nW > 0) {
+      this.fail('order', 'device-readable element after a device-writable one', { statements: ['packed.driver.8'], seen: `readable ${hex(len)} bytes after ${c.nW} writable` });
       return true;
     }
     const addr = hi * TWO32 + lo;
@@ -267,38 +308,39 @@ export class PackedDeviceQueue implements CoreQueue {
       this.fail('buffer_ram', 'buffer element outside guest RAM', { expected: 'an element inside RAM', seen: `${hex(hi)}:${hex(lo)}+${hex(len)}` });
       return true;
     }
-    if ((write ? wLen : rLen) + len > 0xffff_ffff) {
-      this.fail('total_len', 'buffer longer than 2^32 - 1 bytes', { seen: `${(write ? wLen : rLen) + len}` });
+    const total = (write ? c.writableLen : c.readableLen) + len;
+    if (total > 0xffff_ffff) {
+      this.fail('total_len', 'buffer longer than 2^32 - 1 bytes', { seen: `${total}` });
       return true;
     }
-    if (len > 0) (write ? writable : readable).push({ addr, len });
+    if (write) c.writableLen = total;
+    else c.readableLen = total;
+    if (len > 0) c.add(write, addr, len);
     return false;
   }
 
-  /** Read an indirect table (table length a non-zero multiple of 16, at most maxChain entries). */
-  private walkIndirect(lo: number, hi: number, len: number, readable: Segment[], writable: Segment[]): [number, number] | null {
+  /** Read an indirect table (table length a non-zero multiple of 16, at most maxChain entries) into `c`; false on error. */
+  private walkIndirect(lo: number, hi: number, len: number, c: PackedChain): boolean {
     const table = hi * TWO32 + lo;
-    if (len === 0 || len % 16 !== 0) return this.fail('indirect_len', 'indirect table length is not a non-zero multiple of 16', { expected: 'n * 16, n >= 1', seen: String(len) });
+    if (len === 0 || len % 16 !== 0) return this.fail('indirect_len', 'indirect table length is not a non-zero multiple of 16', { expected: 'n * 16, n >= 1', seen: String(len) }) ?? false;
     const n = len / 16;
-    if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.14'], expected: `<= ${this.maxChain}`, seen: String(n) });
-    if (hi >= 0x20_0000 || !this.mem.regionOf(table, len)) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` });
-    let rLen = 0;
-    let wLen = 0;
+    if (n > this.maxChain) return this.fail('indirect_count', 'indirect table has more entries than the device allows', { statements: ['packed.driver.14'], expected: `<= ${this.maxChain}`, seen: String(n) }) ?? false;
+    const r = hi >= 0x20_0000 ? undefined : this.mem.regionOf(table, len);
+    if (!r) return this.fail('indirect_ram', 'indirect table outside guest RAM', { seen: `${hex(table)}+${len}` }) ?? false;
+    const view = r.view;
+    const base = table - r.base;
     for (let i = 0; i < n; i++) {
-      const d = table + 16 * i;
-      const elo = this.mem.read32(d);
-      const ehi = this.mem.read32(d + 4);
-      const elen = this.mem.read32(d + 8);
-      const eflags = this.mem.read16(d + 14);
+      const d = base + 16 * i;
+      const elo = view.getUint32(d, true);
+      const ehi = view.getUint32(d + 4, true);
+      const elen = view.getUint32(d + 8, true);
+      const eflags = view.getUint16(d + 14, true);
       // Only WRITE is meaningful inside a table; NEXT and the buffer id are ignored by the device.
       // An INDIRECT flag here asks for a nested table, which is not allowed.
-      if (eflags & F_INDIRECT) return this.fail('indirect_nested', 'INDIRECT inside an indirect table', { statements: ['packed.driver.13'], seen: `entry ${i} flags ${hex(eflags)}` });
-      const w = (eflags & F_WRITE) !== 0;
-      if (this.addSegment(elo, ehi, elen, w, readable, writable, rLen, wLen)) return null;
-      if (w) wLen += elen;
-      else rLen += elen;
+      if (eflags & F_INDIRECT) return this.fail('indirect_nested', 'INDIRECT inside an indirect table', { statements: ['packed.driver.13'], seen: `entry ${i} flags ${hex(eflags)}` }) ?? false;
+      if (this.addSegment(elo, ehi, elen, (eflags & F_WRITE) !== 0, c)) return false;
     }
-    return [rLen, wLen];
+    return true;
   }
 
   /**
@@ -309,41 +351,57 @@ export class PackedDeviceQueue implements CoreQueue {
    */
   push(chain: Chain, written: number): void {
     if (this.detached) return;
-    const f = chain.id >= 0 && chain.id < this.size ? this.inflight[chain.id] : undefined;
-    if (!f || f.done) return; // not a buffer of this ring instance
-    f.written = Math.max(0, Math.min(written >>> 0, f.writableLen));
-    f.done = true;
-    if (!this.inOrder) {
-      this.inflight[f.id] = undefined;
-      this.writeUsed(f.id, f.written, f.slots);
+    const id = chain.id;
+    const f = id >= 0 && id < this.size ? this.chains[id] : undefined;
+    if (!f || f !== chain || !f.busy || f.done) {
+      this.modelErrors++; // not a buffer of this ring instance, or completed already
       return;
     }
-    while (this.order.length > 0 && this.order[0]!.done) {
-      const g = this.order.shift()!;
-      this.inflight[g.id] = undefined;
-      const p = this.pending;
+    let n = written >>> 0;
+    if (!(written >= 0)) n = 0;
+    f.written = Math.min(n, f.writableLen);
+    if (!this.inOrder) {
+      f.busy = false;
+      this.inFlightCount--;
+      this.writeUsed(id, f.written, f.descCount);
+      return;
+    }
+    f.done = true;
+    while (this.orderCount > 0) {
+      const g = this.chains[this.order[this.orderFront]!]!;
+      if (!g.done) break;
+      this.orderFront = (this.orderFront + 1) % this.size;
+      this.orderCount--;
+      g.busy = false;
+      g.done = false;
+      this.inFlightCount--;
       // IN_ORDER batch: one used descriptor carrying the last buffer's id; the driver treats the
       // buffers before it as fully used, so a buffer is folded in only behind completely written ones.
-      if (p && p.full) {
-        p.id = g.id;
-        p.len = g.written;
-        p.slots += g.slots;
-        p.full = g.written === g.writableLen;
+      const full = g.written === g.writableLen;
+      if (this.hasPending && this.pendingFull) {
+        this.pendingId = g.id;
+        this.pendingLen = g.written;
+        this.pendingSlots += g.descCount;
+        this.pendingFull = full;
       } else {
-        if (p) this.writeUsed(p.id, p.len, p.slots);
-        this.pending = { id: g.id, len: g.written, slots: g.slots, full: g.written === g.writableLen };
+        if (this.hasPending) this.writeUsed(this.pendingId, this.pendingLen, this.pendingSlots);
+        this.hasPending = true;
+        this.pendingId = g.id;
+        this.pendingLen = g.written;
+        this.pendingSlots = g.descCount;
+        this.pendingFull = full;
       }
     }
   }
 
   private writeUsed(id: number, len: number, slots: number): void {
     const write = len > 0;
-    const d = this.descBase + 16 * this.nextUsed;
-    const mem = this.mem;
-    mem.write32(d + 8, write ? len : 0);
-    mem.write16(d + 12, id);
+    const dv = this.dv;
+    const d = this.dOff + 16 * this.nextUsed;
+    dv.setUint32(d + 8, write ? len : 0, true);
+    dv.setUint16(d + 12, id, true);
     // flags last: AVAIL = USED = the device wrap counter (packed.device.7: nothing changes after)
-    mem.write16(d + 14, (this.usedWrap ? F_AVAIL | F_USED : 0) | (write ? F_WRITE : 0));
+    dv.setUint16(d + 14, (this.usedWrap ? F_AVAIL | F_USED : 0) | (write ? F_WRITE : 0), true);
     this.nextUsed += slots;
     if (this.nextUsed >= this.size) {
       this.nextUsed -= this.size;
@@ -357,10 +415,9 @@ export class PackedDeviceQueue implements CoreQueue {
   /** After a batch of pushes: send a used-buffer notification if the driver's event suppression asks for one. */
   flush(): void {
     if (this.detached) return;
-    if (this.pending) {
-      const p = this.pending;
-      this.pending = null;
-      this.writeUsed(p.id, p.len, p.slots);
+    if (this.hasPending) {
+      this.hasPending = false;
+      this.writeUsed(this.pendingId, this.pendingLen, this.pendingSlots);
     }
     const count = this.usedSinceFlush;
     if (count === 0) return;
@@ -374,8 +431,8 @@ export class PackedDeviceQueue implements CoreQueue {
   }
 
   private needEvent(count: number): boolean {
-    const desc = this.mem.read16(this.driverArea);
-    const flags = this.mem.read16(this.driverArea + 2) & 3;
+    const desc = this.drv.getUint16(this.drvOff, true);
+    const flags = this.drv.getUint16(this.drvOff + 2, true) & 3;
     if (flags === Packed.EVENT_FLAGS_DISABLE) return false;
     // DESC without EVENT_IDX, and the reserved value 3, are driver errors; notifying is the safe reading.
     if (flags !== Packed.EVENT_FLAGS_DESC || !this.eventIdx) return true;
@@ -392,7 +449,7 @@ export class PackedDeviceQueue implements CoreQueue {
   /** Ask the driver not to notify (device event suppression: DISABLE). */
   disableNotify(): void {
     if (this.detached) return;
-    this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_DISABLE);
+    this.devv.setUint16(this.devOff + 2, Packed.EVENT_FLAGS_DISABLE, true);
   }
 
   /**
@@ -402,10 +459,10 @@ export class PackedDeviceQueue implements CoreQueue {
   enableNotify(): boolean {
     if (this.detached) return true;
     if (this.eventIdx) {
-      this.mem.write16(this.deviceArea, this.nextAvail | (this.availWrap << 15));
-      this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_DESC);
+      this.devv.setUint16(this.devOff, this.nextAvail | (this.availWrap << 15), true);
+      this.devv.setUint16(this.devOff + 2, Packed.EVENT_FLAGS_DESC, true);
     } else {
-      this.mem.write16(this.deviceArea + 2, Packed.EVENT_FLAGS_ENABLE);
+      this.devv.setUint16(this.devOff + 2, Packed.EVENT_FLAGS_ENABLE, true);
     }
     if (this.halted) return true;
     return !this.availableNow();

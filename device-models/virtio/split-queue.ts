@@ -16,7 +16,8 @@
 import type { GuestMemory, RamRegion } from '../machine/memory.ts';
 import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
 import { Split } from '../../spec-refs/virtio.ts';
-import type { Chain, Segment } from './model.ts';
+import type { Chain } from './model.ts';
+import { PooledChain } from './chain-pool.ts';
 import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
 
 const TWO32 = 0x1_0000_0000;
@@ -34,27 +35,6 @@ export function legacySplitLayout(base: number, size: number, align: number): { 
   const driver = base + s.desc;
   const device = Math.ceil((driver + s.avail) / align) * align;
   return { desc: base, driver, device, total: device + s.used - base };
-}
-
-interface MutableSegment {
-  addr: number;
-  len: number;
-}
-
-/** A pooled chain: one per head index, reused once the head has been completed. */
-class SplitChain implements Chain {
-  readonly id: number;
-  readonly readable: Segment[] = [];
-  readonly writable: Segment[] = [];
-  readableLen = 0;
-  writableLen = 0;
-  descCount = 0;
-  /** Segment objects, reused across uses of this head. */
-  readonly rPool: MutableSegment[] = [];
-  readonly wPool: MutableSegment[] = [];
-  constructor(id: number) {
-    this.id = id;
-  }
 }
 
 function isPow2(n: number): boolean {
@@ -98,7 +78,7 @@ export class SplitDeviceQueue implements CoreQueue {
   private running = true;
   private detached = false;
   private readonly inFlight: Uint8Array;
-  private readonly chains: (SplitChain | undefined)[];
+  private readonly chains: (PooledChain | undefined)[];
   numInFlight = 0;
   /** Completions the model got wrong (unknown or twice-completed chain); ignored. */
   modelErrors = 0;
@@ -126,7 +106,7 @@ export class SplitDeviceQueue implements CoreQueue {
     this.uv = u.view;
     this.uOff = cfg.device - u.base;
     this.inFlight = new Uint8Array(cfg.size);
-    this.chains = new Array<SplitChain | undefined>(cfg.size);
+    this.chains = new Array<PooledChain | undefined>(cfg.size);
     // A new ring starts with every index at 0 (the driver zeroes its areas before enabling the queue).
   }
 
@@ -191,9 +171,10 @@ export class SplitDeviceQueue implements CoreQueue {
   }
 
   /** Walk and validate the chain starting at `head`; null (after reporting) when it is malformed. */
-  private walk(head: number): SplitChain | null {
+  private walk(head: number): PooledChain | null {
     let c = this.chains[head];
-    if (!c) c = this.chains[head] = new SplitChain(head);
+    if (!c) c = this.chains[head] = new PooledChain(head);
+    c.begin();
     const mem = this.mem;
     let view = this.dv;
     let base = this.dOff;
@@ -202,14 +183,10 @@ export class SplitDeviceQueue implements CoreQueue {
     let count = 0;
     let i = head;
     let inIndirect = false;
-    let nR = 0;
-    let nW = 0;
     let totR = 0;
     let totW = 0;
     let sawWritable = false;
     let descCount = 0;
-    const readable = c.readable as MutableSegment[];
-    const writable = c.writable as MutableSegment[];
     for (;;) {
       if (count >= limit) {
         return this.fail('split.chain_loop', inIndirect ? 'indirect chain loops or is longer than its table' : 'chain loops or is longer than the queue size', ['split.driver.4', 'split.driver.8'], `at most ${limit} descriptors`, `more, from head ${head}`);
@@ -248,25 +225,9 @@ export class SplitDeviceQueue implements CoreQueue {
         if (hi >= 0x20_0000) return this.fail('split.addr_range', 'buffer outside guest RAM', [], 'an address in RAM', `hi=${hex(hi)}`);
         const addr = hi * TWO32 + lo;
         if (!mem.isRam(addr, len)) return this.fail('split.addr_range', 'buffer outside guest RAM, across a hole, or wrapping', [], 'a buffer in RAM', `${hex(addr)}+${hex(len)}`);
-        if (flags & Split.DESC_F_WRITE) {
-          totW += len;
-          let s = c.wPool[nW];
-          if (!s) s = c.wPool[nW] = { addr, len };
-          else {
-            s.addr = addr;
-            s.len = len;
-          }
-          writable[nW++] = s;
-        } else {
-          totR += len;
-          let s = c.rPool[nR];
-          if (!s) s = c.rPool[nR] = { addr, len };
-          else {
-            s.addr = addr;
-            s.len = len;
-          }
-          readable[nR++] = s;
-        }
+        if (flags & Split.DESC_F_WRITE) totW += len;
+        else totR += len;
+        c.add((flags & Split.DESC_F_WRITE) !== 0, addr, len);
         if (totR + totW > TWO32) return this.fail('split.total_len', 'chain longer than 2^32 bytes in total', ['split.driver.4'], '<= 2^32 bytes', String(totR + totW));
       }
       if (flags & Split.DESC_F_WRITE) sawWritable = true;
@@ -281,8 +242,7 @@ export class SplitDeviceQueue implements CoreQueue {
       i = next;
     }
     if (totR > 0xffff_ffff || totW > 0xffff_ffff) return this.fail('split.total_len', 'chain direction longer than 2^32 - 1 bytes', ['split.driver.4'], '< 2^32 bytes', `${totR} / ${totW}`);
-    if (readable.length !== nR) readable.length = nR;
-    if (writable.length !== nW) writable.length = nW;
+    c.end();
     c.readableLen = totR;
     c.writableLen = totW;
     c.descCount = descCount;

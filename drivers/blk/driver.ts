@@ -660,7 +660,9 @@ export class VirtioBlkDriver {
       this.info.capacity = this.dev.readConfigStable((t) => read64(t, BlkConfig.CAPACITY));
       if (this.info.configWce) this.info.cache = this.dev.config8(BlkConfig.WRITEBACK) === 0 ? 'writethrough' : 'writeback';
     } catch (e) {
+      // a device error breaks the driver (reported by the next wait); anything else is a bug here
       if (e instanceof PvkitError) this.fail(e);
+      else throw e;
     }
   }
 

@@ -18,22 +18,9 @@ import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from './driver.ts';
 import { PciTransport } from '../transport/pci.ts';
 import { Blk, F, Status, bit } from '../../spec-refs/virtio.ts';
-import type { PvkitError } from '../../spec-refs/errors.ts';
+import { blkOpArb, runBlkWorkload, type BlkOp } from './workload.test-support.ts';
 
 const SECTORS = 128;
-
-type Op =
-  | { kind: 'read' | 'write'; sector: number; count: number; pieces: number; queue: number; fill: number }
-  | { kind: 'flush' | 'getid' | 'unsupp' | 'oob'; queue: number }
-  | { kind: 'discard' | 'zeroes'; sector: number; count: number; queue: number }
-  | { kind: 'wait' };
-
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constantFrom('read' as const, 'write' as const), sector: fc.nat(SECTORS - 1), count: fc.integer({ min: 1, max: 16 }), pieces: fc.integer({ min: 1, max: 3 }), queue: fc.nat(3), fill: fc.nat(255) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constantFrom('flush' as const, 'getid' as const, 'unsupp' as const, 'oob' as const), queue: fc.nat(3) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constantFrom('discard' as const, 'zeroes' as const), sector: fc.nat(SECTORS / 8 - 1).map((s) => s * 8), count: fc.integer({ min: 1, max: 24 }), queue: fc.nat(3) }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'wait' as const }) },
-);
 
 const envArb = fc.record({
   queueSize: fc.constantFrom(8, 16, 64),
@@ -51,13 +38,6 @@ interface Cell {
   readonly label: string;
 }
 
-function firstDiff(a: Uint8Array, b: Uint8Array): number {
-  if (a.length !== b.length) return Math.min(a.length, b.length);
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
-/** One random workload on one cell; throws (expect) on any divergence. */
 interface Env {
   queueSize: number;
   numQueues: number;
@@ -67,7 +47,8 @@ interface Env {
   seed: number;
 }
 
-function runWorkload(cell: Cell, env: Env, ops: Op[]): void {
+/** One random workload on one cell; throws (expect) on any divergence. */
+function runWorkload(cell: Cell, env: Env, ops: BlkOp[]): void {
   const legacyPci = cell.transport === 'pci-transitional';
   // the legacy PCI interface cannot negotiate the queue size: the driver uses the device's
   const sim = simBlk({
@@ -86,117 +67,7 @@ function runWorkload(cell: Cell, env: Env, ops: Op[]): void {
     expect(sim.transport.msixEnabled).toBe(true);
     expect(sim.transport.fallbacks).toBe(0);
   }
-  const mem = sim.machine.mem;
-  const dma = sim.machine.dma;
-  const model = new Uint8Array(SECTORS * 512);
-  const disk = sim.device.backend as RamDisk;
-  interface Pending {
-    readonly op: Op;
-    readonly expectStatus: number;
-    readonly expectLen: number;
-    readonly buf: number;
-    readonly bytes: number;
-    readonly expectData?: Uint8Array;
-    completions: number;
-    status?: number;
-    len?: number;
-    error?: PvkitError;
-  }
-  const all: Pending[] = [];
-  let batch: Pending[] = [];
-  let effects: (() => void)[] = [];
-  let written: [number, number][] = [];
-  let touched: [number, number][] = [];
-  const overlaps = (list: [number, number][], a: number, n: number) => list.some(([b, m]) => a < b + m && b < a + n);
-  const settle = () => {
-    blk.waitAll();
-    for (const p of batch) {
-      if (p.expectData) expect(firstDiff(mem.readBytes(p.buf, p.bytes), p.expectData), `data read by ${JSON.stringify(p.op)}`).toBe(-1);
-      if (p.buf) dma.free(p.buf);
-    }
-    for (const e of effects) e();
-    batch = [];
-    effects = [];
-    written = [];
-    touched = [];
-  };
-  const submit = (op: Op, type: number, sector: number, bytes: number, pieces: number, expectStatus: number, expectLen: number, o: { unchecked?: boolean; expectData?: Uint8Array; init?: Uint8Array } = {}) => {
-    const buf = bytes > 0 ? dma.alloc(bytes, 512) : 0;
-    if (o.init) mem.writeBytes(buf, o.init);
-    const data = [];
-    const per = Math.ceil(bytes / pieces / 512) * 512 || bytes;
-    for (let off = 0; off < bytes; off += per) data.push({ addr: buf + off, len: Math.min(per, bytes - off) });
-    const p: Pending = { op, expectStatus, expectLen, buf, bytes, expectData: o.expectData, completions: 0 };
-    all.push(p);
-    batch.push(p);
-    const queue = 'queue' in op ? op.queue % env.numQueues : 0;
-    blk.submit({ type, sector, data, queue, unchecked: o.unchecked }, (status, _h, error, len) => {
-      p.completions++;
-      p.status = status;
-      p.error = error;
-      p.len = len;
-    });
-  };
-  for (const op of ops) {
-    switch (op.kind) {
-      case 'wait':
-        settle();
-        break;
-      case 'read':
-      case 'write': {
-        const count = Math.min(op.count, SECTORS - op.sector);
-        if (overlaps(written, op.sector, count) || (op.kind === 'write' && overlaps(touched, op.sector, count))) settle();
-        const bytes = count * 512;
-        const pieces = Math.min(op.pieces, Math.max(1, env.queueSize - 2));
-        if (op.kind === 'read') {
-          submit(op, Blk.T_IN, op.sector, bytes, pieces, Blk.S_OK, bytes + 1, { expectData: model.slice(op.sector * 512, op.sector * 512 + bytes) });
-        } else {
-          const data = new Uint8Array(bytes).map((_, i) => (op.fill + i * 7 + (i >> 9)) & 0xff);
-          submit(op, Blk.T_OUT, op.sector, bytes, pieces, Blk.S_OK, 1, { init: data });
-          effects.push(() => model.set(data, op.sector * 512));
-          written.push([op.sector, count]);
-        }
-        touched.push([op.sector, count]);
-        break;
-      }
-      case 'discard':
-      case 'zeroes': {
-        const count = Math.min(op.count, SECTORS - op.sector);
-        if (overlaps(touched, op.sector, count)) settle();
-        const seg = new Uint8Array(16);
-        const v = new DataView(seg.buffer);
-        v.setUint32(0, op.sector, true);
-        v.setUint32(8, count, true);
-        submit(op, op.kind === 'discard' ? Blk.T_DISCARD : Blk.T_WRITE_ZEROES, 0, 16, 1, Blk.S_OK, 1, { init: seg });
-        effects.push(() => model.fill(0, op.sector * 512, (op.sector + count) * 512));
-        written.push([op.sector, count]);
-        touched.push([op.sector, count]);
-        break;
-      }
-      case 'flush':
-        submit(op, Blk.T_FLUSH, 0, 0, 1, Blk.S_OK, 1);
-        break;
-      case 'getid':
-        submit(op, Blk.T_GET_ID, 0, 20, 1, Blk.S_OK, 21, { expectData: new Uint8Array([...'matrix'].map((c) => c.charCodeAt(0)).concat(new Array(14).fill(0))) });
-        break;
-      case 'unsupp':
-        submit(op, 3, 0, 0, 1, Blk.S_UNSUPP, 1, { unchecked: true });
-        break;
-      case 'oob':
-        submit(op, Blk.T_IN, SECTORS - 1, 1024, 1, Blk.S_IOERR, 1025, { unchecked: true, expectData: new Uint8Array(1024) });
-        break;
-    }
-  }
-  settle();
-  expect(blk.outstanding).toBe(0);
-  for (const p of all) {
-    expect(p.completions, `completions of ${JSON.stringify(p.op)}`).toBe(1);
-    expect(p.error, `error of ${JSON.stringify(p.op)}`).toBeUndefined();
-    expect(p.status, `status of ${JSON.stringify(p.op)}`).toBe(p.expectStatus);
-    expect(p.len, `used len of ${JSON.stringify(p.op)}`).toBe(p.expectLen);
-  }
-  expect(firstDiff(disk.contents, model), 'first byte where the disk and the model differ').toBe(-1);
-  expect(sim.core.errors.map((e) => e.error.message), 'driver errors the device recorded').toEqual([]);
+  runBlkWorkload(sim, blk, ops, { sectors: SECTORS, queueSize: env.queueSize, numQueues: env.numQueues, id: 'matrix' });
 }
 
 const TRANSPORTS: readonly BlkTransportKind[] = ['mmio', 'mmio-legacy', 'pci', 'pci-transitional'];
@@ -219,7 +90,7 @@ describe('virtio-blk property over {transport} x {ring} x {indirect} x {event id
           if (eventIdx) features |= bit(F.EVENT_IDX);
           if (ring === 'packed') features |= bit(F.RING_PACKED);
           const cell: Cell = { transport, ring, features, label };
-          fcTest.prop([envArb, fc.array(opArb, { minLength: 1, maxLength: 40 })], { numRuns: 6 })(label, (env, ops) => runWorkload(cell, env, ops));
+          fcTest.prop([envArb, fc.array(blkOpArb(SECTORS), { minLength: 1, maxLength: 40 })], { numRuns: 6 })(label, (env, ops) => runWorkload(cell, env, ops));
         }
       }
     }
@@ -234,7 +105,7 @@ describe('advanced ring features over the modern transports (IN_ORDER, NOTIFICAT
       if (transport === 'pci') features |= bit(F.NOTIF_CONFIG_DATA);
       if (ring === 'packed') features |= bit(F.RING_PACKED);
       const cell: Cell = { transport, ring, features, label: `${transport} / ${ring} / in-order + notification data` };
-      fcTest.prop([envArb, fc.array(opArb, { minLength: 1, maxLength: 40 })], { numRuns: 6 })(cell.label, (env, ops) => runWorkload(cell, env, ops));
+      fcTest.prop([envArb, fc.array(blkOpArb(SECTORS), { minLength: 1, maxLength: 40 })], { numRuns: 6 })(cell.label, (env, ops) => runWorkload(cell, env, ops));
     }
   }
 });

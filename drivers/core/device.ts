@@ -488,14 +488,22 @@ export class VirtioDriverDevice {
       this.savedKicks.set(q, Object.getOwnPropertyDescriptor(q, 'kick'));
       Object.defineProperty(q, 'kick', { value: blocked, configurable: true, writable: true });
     }
+    this.writeSuspendStatus(true, timeoutNs);
+  }
+
+  /**
+   * Write the status the driver set at initialisation (DRIVER_OK included) plus SUSPEND: to a
+   * running device that asks it to suspend, to a suspended one (which shows DRIVER_OK=0) it asks
+   * it to resume. Then poll until the device shows SUSPEND=`suspended` and DRIVER_OK the opposite.
+   */
+  private writeSuspendStatus(suspended: boolean, timeoutNs: number): void {
     const t = this.transport;
     t.setStatus(this.driverStatus | Status.SUSPEND);
-    let st = 0;
     this.pollUntil(() => {
-      st = t.getStatus();
+      const st = t.getStatus();
       if (st & Status.DEVICE_NEEDS_RESET) this.needsResetSeen = true;
-      return (st & Status.SUSPEND) !== 0 && (st & Status.DRIVER_OK) === 0;
-    }, 'the device to report SUSPEND=1 and DRIVER_OK=0', 1000, timeoutNs);
+      return ((st & Status.SUSPEND) !== 0) === suspended && ((st & Status.DRIVER_OK) !== 0) === !suspended;
+    }, suspended ? 'the device to report SUSPEND=1 and DRIVER_OK=0' : 'the device to report SUSPEND=0 and DRIVER_OK=1', 1000, timeoutNs);
   }
 
   /**
@@ -504,14 +512,7 @@ export class VirtioDriverDevice {
    */
   resume(timeoutNs = this.timeoutNs): void {
     if (!this._suspended) return;
-    const t = this.transport;
-    t.setStatus(this.driverStatus | Status.SUSPEND);
-    let st = 0;
-    this.pollUntil(() => {
-      st = t.getStatus();
-      if (st & Status.DEVICE_NEEDS_RESET) this.needsResetSeen = true;
-      return (st & Status.SUSPEND) === 0 && (st & Status.DRIVER_OK) !== 0;
-    }, 'the device to report SUSPEND=0 and DRIVER_OK=1', 1000, timeoutNs);
+    this.writeSuspendStatus(false, timeoutNs);
     this.unblockQueues();
     this._suspended = false;
   }

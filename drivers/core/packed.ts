@@ -5,9 +5,14 @@
  * indirect table live in JS memory, never in the shared ring. Every used descriptor is checked
  * against it (id in range and outstanding, length within what was posted) and a misbehaving
  * device gets a DeviceMisbehaviourError; the queue then refuses further use.
+ *
+ * Hot path: the ring areas are reached through the platform's mapView where it has one (the
+ * simulated machine), and each buffer id reuses its bookkeeping object and indirect table, so a
+ * steady state add/getUsed allocates no guest memory.
  */
 import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
+import { IndirectTables } from './indirect-tables.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
 import { Packed } from '../../spec-refs/virtio.ts';
 import type { QueueAddresses } from '../transport/transport.ts';
@@ -41,6 +46,7 @@ interface Slot<T> {
   indirect: number;
 }
 
+const TWO32 = 0x1_0000_0000;
 const F_NEXT = Packed.DESC_F_NEXT;
 const F_WRITE = Packed.DESC_F_WRITE;
 const F_INDIRECT = Packed.DESC_F_INDIRECT;
@@ -64,7 +70,18 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   private nextUsed = 0;
   private usedWrap = 1;
   private freeSlots: number;
+  /** By buffer id: its bookkeeping while outstanding, else undefined. */
   private readonly ids: (Slot<T> | undefined)[];
+  /** By buffer id: the Slot object and the indirect table (with its capacity in entries) it reuses. */
+  private readonly slotPool: (Slot<T> | undefined)[];
+  private readonly tables: IndirectTables;
+  /** Direct views of the three ring areas, where the platform offers them (mapView). */
+  private readonly dView: DataView | undefined;
+  private readonly dViewOff: number;
+  private readonly drvView: DataView | undefined;
+  private readonly drvViewOff: number;
+  private readonly devView: DataView | undefined;
+  private readonly devViewOff: number;
   private readonly freeIds: number[] = [];
   /** IN_ORDER: ids in the order they were made available. */
   private readonly order: number[] = [];
@@ -100,6 +117,17 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.deviceAddr = dma.alloc(4, 4);
     this.freeSlots = size;
     this.ids = new Array<Slot<T> | undefined>(size).fill(undefined);
+    this.slotPool = new Array<Slot<T> | undefined>(size).fill(undefined);
+    this.tables = new IndirectTables(dma, size);
+    const dm = mem.mapView?.(this.descAddr, 16 * size);
+    const drm = mem.mapView?.(this.driverAddr, 4);
+    const dvm = mem.mapView?.(this.deviceAddr, 4);
+    this.dView = dm?.view;
+    this.dViewOff = dm ? dm.offset - this.descAddr : 0;
+    this.drvView = drm?.view;
+    this.drvViewOff = drm ? drm.offset - this.driverAddr : 0;
+    this.devView = dvm?.view;
+    this.devViewOff = dvm ? dvm.offset - this.deviceAddr : 0;
     for (let i = size - 1; i >= 0; i--) this.freeIds.push(i);
   }
 
@@ -133,11 +161,11 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     let firstFlags = 0;
     let table = 0;
     if (useIndirect) {
-      table = this.dma.alloc(16 * n, 16);
+      table = this.tables.tableFor(id, n);
       let i = 0;
       for (const b of out) this.writeDesc(table + 16 * i++, b.addr, b.len, 0, 0);
       for (const b of inp) this.writeDesc(table + 16 * i++, b.addr, b.len, 0, F_WRITE);
-      this.writeDesc(this.descAddr + 16 * first, table, 16 * n, id, -1);
+      this.writeRingDesc(first, table, 16 * n, id, -1);
       firstFlags = F_INDIRECT | avail;
       this.advanceAvail();
     } else {
@@ -150,7 +178,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
         const b = readable ? out[j]! : inp[j - out.length]!;
         const flags = (readable ? 0 : F_WRITE) | (j < n - 1 ? F_NEXT : 0) | (wrap ? F_AVAIL : F_USED);
         // packed.driver.11: every descriptor but the first is exposed now, the first one last
-        this.writeDesc(this.descAddr + 16 * pos, b.addr, b.len, id, j === 0 ? -1 : flags);
+        this.writeRingDesc(pos, b.addr, b.len, id, j === 0 ? -1 : flags);
         if (j === 0) firstFlags = flags;
         if (++pos === this.size) {
           pos = 0;
@@ -161,13 +189,46 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
       this.availWrap = wrap;
     }
     this.publish(first, firstFlags);
-    this.ids[id] = { token, slots, writableLen, indirect: table };
+    let s = this.slotPool[id];
+    if (!s) s = this.slotPool[id] = { token, slots, writableLen, indirect: table };
+    else {
+      s.token = token;
+      s.slots = slots;
+      s.writableLen = writableLen;
+      s.indirect = table;
+    }
+    this.ids[id] = s;
     if (this.inOrder) this.order.push(id);
     this.freeSlots -= slots;
     this.outstanding++;
     this.addedSinceKick += slots;
     this.stats.added++;
     return true;
+  }
+
+
+  /** writeDesc for ring slot `pos`, through the cached view when there is one. */
+  private writeRingDesc(pos: number, addr: number, len: number, id: number, flags: number): void {
+    const dv = this.dView;
+    if (!dv) return this.writeDesc(this.descAddr + 16 * pos, addr, len, id, flags);
+    const o = this.descAddr + 16 * pos + this.dViewOff;
+    dv.setUint32(o, addr % TWO32, true);
+    dv.setUint32(o + 4, Math.floor(addr / TWO32), true);
+    dv.setUint32(o + 8, len, true);
+    dv.setUint16(o + 12, id, true);
+    if (flags >= 0) dv.setUint16(o + 14, flags, true);
+  }
+
+  /** 16-bit write into the driver event suppression structure. */
+  private writeDriverArea(off: number, v: number): void {
+    const ev = this.drvView;
+    if (ev) ev.setUint16(this.driverAddr + off + this.drvViewOff, v, true);
+    else this.mem.write16(this.driverAddr + off, v);
+  }
+
+  private readRing16(off: number): number {
+    const dv = this.dView;
+    return dv ? dv.getUint16(this.descAddr + off + this.dViewOff, true) : this.mem.read16(this.descAddr + off);
   }
 
   /** Write one descriptor; flags -1 leaves the flags word alone (the head is exposed by publish). */
@@ -181,7 +242,9 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
 
   /** packed.driver.16: the head's flags are written last, after everything it exposes. */
   private publish(first: number, flags: number): void {
-    this.mem.write16(this.descAddr + 16 * first + 14, flags);
+    const dv = this.dView;
+    if (dv) dv.setUint16(this.descAddr + 16 * first + 14 + this.dViewOff, flags, true);
+    else this.mem.write16(this.descAddr + 16 * first + 14, flags);
   }
 
   private advanceAvail(): void {
@@ -198,8 +261,9 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.addedSinceKick = 0;
     if (added === 0) return false;
     // packed.driver.17: the flags above are in memory before the device area is read
-    const desc = this.mem.read16(this.deviceAddr);
-    const flags = this.mem.read16(this.deviceAddr + 2) & 3;
+    const ev = this.devView;
+    const desc = ev ? ev.getUint16(this.devViewOff + this.deviceAddr, true) : this.mem.read16(this.deviceAddr);
+    const flags = (ev ? ev.getUint16(this.devViewOff + this.deviceAddr + 2, true) : this.mem.read16(this.deviceAddr + 2)) & 3;
     let notify: boolean;
     if (flags === Packed.EVENT_FLAGS_DISABLE) notify = false;
     else if (flags === Packed.EVENT_FLAGS_DESC && this.eventIdx && added < this.size) {
@@ -227,7 +291,7 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   }
 
   private usedAtNext(): boolean {
-    const flags = this.mem.read16(this.descAddr + 16 * this.nextUsed + 14);
+    const flags = this.readRing16(16 * this.nextUsed + 14);
     const a = (flags & F_AVAIL) !== 0 ? 1 : 0;
     const u = (flags & F_USED) !== 0 ? 1 : 0;
     return a === this.usedWrap && u === this.usedWrap;
@@ -237,10 +301,11 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.check();
     if (this.ready.length > 0) return this.ready.shift()!;
     if (this.outstanding === 0 || !this.usedAtNext()) return null;
-    const d = this.descAddr + 16 * this.nextUsed;
-    const flags = this.mem.read16(d + 14);
-    const id = this.mem.read16(d + 12);
-    const rawLen = this.mem.read32(d + 8);
+    const d = 16 * this.nextUsed;
+    const flags = this.readRing16(d + 14);
+    const id = this.readRing16(d + 12);
+    const dv = this.dView;
+    const rawLen = dv ? dv.getUint32(this.descAddr + d + 8 + this.dViewOff, true) : this.mem.read32(this.descAddr + d + 8);
     const s = id < this.size ? this.ids[id] : undefined;
     if (!s) {
       return this.fail('used_id', 'used descriptor names a buffer id that is not outstanding', { expected: `an outstanding id < ${this.size}`, seen: `id ${id} at slot ${this.nextUsed}` });
@@ -295,7 +360,6 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
     this.freeSlots += s.slots;
     this.outstanding--;
     this.stats.used++;
-    if (s.indirect) this.dma.free(s.indirect);
   }
 
   private advanceUsed(slots: number): void {
@@ -308,16 +372,16 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
 
   disableInterrupts(): void {
     this.check();
-    this.mem.write16(this.driverAddr + 2, Packed.EVENT_FLAGS_DISABLE);
+    this.writeDriverArea(2, Packed.EVENT_FLAGS_DISABLE);
   }
 
   enableInterrupts(): boolean {
     this.check();
     if (this.eventIdx) {
-      this.mem.write16(this.driverAddr, this.nextUsed | (this.usedWrap << 15));
-      this.mem.write16(this.driverAddr + 2, Packed.EVENT_FLAGS_DESC);
+      this.writeDriverArea(0, this.nextUsed | (this.usedWrap << 15));
+      this.writeDriverArea(2, Packed.EVENT_FLAGS_DESC);
     } else {
-      this.mem.write16(this.driverAddr + 2, Packed.EVENT_FLAGS_ENABLE);
+      this.writeDriverArea(2, Packed.EVENT_FLAGS_ENABLE);
     }
     return this.ready.length === 0 && !(this.outstanding > 0 && this.usedAtNext());
   }
@@ -330,11 +394,8 @@ export class PackedVirtqueue<T = unknown> implements Virtqueue<T> {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (let i = 0; i < this.size; i++) {
-      const s = this.ids[i];
-      if (s?.indirect) this.dma.free(s.indirect);
-      this.ids[i] = undefined;
-    }
+    this.ids.fill(undefined);
+    this.tables.freeAll();
     this.dma.free(this.descAddr);
     this.dma.free(this.driverAddr);
     this.dma.free(this.deviceAddr);

@@ -11,6 +11,7 @@
  */
 import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
+import { IndirectTables } from './indirect-tables.ts';
 import type { QueueAddresses } from '../transport/transport.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
 import { Split } from '../../spec-refs/virtio.ts';
@@ -77,8 +78,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
   private readonly descCount: Uint16Array;
   private readonly writableLen: Float64Array;
   private readonly tokens: (T | undefined)[];
-  private readonly indTable: Float64Array;
-  private readonly indCap: Uint32Array;
+  private readonly tables: IndirectTables;
   private freeHead = 0;
   private _numFree: number;
   private availShadow = 0;
@@ -152,8 +152,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     this.descCount = new Uint16Array(size);
     this.writableLen = new Float64Array(size);
     this.tokens = new Array<T | undefined>(size);
-    this.indTable = new Float64Array(size);
-    this.indCap = new Uint32Array(size);
+    this.tables = new IndirectTables(dma, size);
     this._numFree = size;
   }
 
@@ -201,7 +200,7 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     const head = this.freeHead;
     let writable = 0;
     if (useIndirect) {
-      const table = this.indirectTableFor(head, n);
+      const table = this.tables.tableFor(head, n);
       for (let k = 0; k < n; k++) {
         const isOut = k < nOut;
         const b = isOut ? out[k]! : inp[k - nOut]!;
@@ -264,16 +263,6 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     return true;
   }
 
-  private indirectTableFor(head: number, n: number): number {
-    if (this.indCap[head]! >= n) return this.indTable[head]!;
-    if (this.indTable[head]) this.dma.free(this.indTable[head]!);
-    let cap = 4;
-    while (cap < n) cap *= 2;
-    const gpa = this.dma.alloc(16 * cap, 16);
-    this.indTable[head] = gpa;
-    this.indCap[head] = cap;
-    return gpa;
-  }
 
   kick(): boolean {
     this.check();
@@ -431,7 +420,6 @@ export class SplitVirtqueue<T = unknown> implements Virtqueue<T> {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const a of this.allocations) this.dma.free(a);
-    for (let i = 0; i < this.size; i++) if (this.indTable[i]) this.dma.free(this.indTable[i]!);
-    this.indTable.fill(0);
+    this.tables.freeAll();
   }
 }

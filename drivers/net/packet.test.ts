@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
+import { UsageError } from '../../spec-refs/errors.ts';
 import {
   EtherType,
   IpProto,
@@ -38,6 +39,17 @@ describe('frame builders and parser', () => {
   it('round-trips MAC and IPv6 text forms', () => {
     expect(macToString(macFromString('02:aB:00:10:ff:01'))).toBe('02:ab:00:10:ff:01');
     expect(Array.from(ip6FromString('fe80::1'))).toEqual([0xfe, 0x80, ...new Array(13).fill(0), 1]);
+  });
+
+  it('rejects malformed address text with a typed UsageError (nothing parses to a silent zero)', () => {
+    expect(Array.from(ip6FromString('::'))).toEqual(new Array(16).fill(0));
+    expect(Array.from(ip6FromString('1:2:3:4:5:6:7:8'))).toEqual([0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8]);
+    for (const bad of ['zz::1', '1::2::3', '1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7::8', '12345::1', 'fe80::1:']) {
+      expect(() => ip6FromString(bad), bad).toThrow(UsageError);
+    }
+    for (const bad of ['1.2.3', '1.2.3.256', 'a.b.c.d']) expect(() => ip4FromString(bad), bad).toThrow(UsageError);
+    for (const bad of ['02:00:00:00:00', '02:00:00:00:00:0g', '02:00:00:00:00:100']) expect(() => macFromString(bad), bad).toThrow(UsageError);
+    expect(() => macFromString('nope')).toThrow('bad MAC address "nope"');
   });
   for (const v6 of [false, true]) {
     for (const proto of ['tcp', 'udp'] as const) {

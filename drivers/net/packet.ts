@@ -7,6 +7,8 @@
  * field: a parser that meets a truncated or inconsistent header reports the layer as absent.
  */
 
+import { UsageError } from '../../spec-refs/errors.ts';
+
 export const EtherType = { IPV4: 0x0800, ARP: 0x0806, VLAN: 0x8100, QINQ: 0x88a8, IPV6: 0x86dd } as const;
 export const IpProto = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, HOPOPT: 0, ROUTING: 43, FRAGMENT: 44, DSTOPTS: 60 } as const;
 
@@ -81,12 +83,18 @@ export { get16 as readBe16, put16 as writeBe16, get32 as readBe32, put32 as writ
 
 // ------------------------------------------------------------------ MAC addresses
 
+function badAddress(kind: 'mac' | 'ipv4' | 'ipv6', s: string): UsageError {
+  const name = { mac: 'MAC', ipv4: 'IPv4', ipv6: 'IPv6' }[kind];
+  const form = { mac: 'six hex bytes separated by colons', ipv4: 'four decimal bytes separated by dots', ipv6: 'eight hex groups, or fewer around one ::' }[kind];
+  return new UsageError(`usage.net.${kind}`, `bad ${name} address ${JSON.stringify(s)}`, { expected: form, seen: s });
+}
+
 export function macFromString(s: string): Mac {
   const parts = s.split(':');
-  if (parts.length !== 6) throw new RangeError(`bad MAC address ${s}`);
+  if (parts.length !== 6) throw badAddress('mac', s);
   return new Uint8Array(parts.map((p) => {
     const v = parseInt(p, 16);
-    if (!/^[0-9a-fA-F]{1,2}$/.test(p) || Number.isNaN(v)) throw new RangeError(`bad MAC address ${s}`);
+    if (!/^[0-9a-fA-F]{1,2}$/.test(p) || Number.isNaN(v)) throw badAddress('mac', s);
     return v;
   }));
 }
@@ -121,7 +129,7 @@ export function macKey(b: Uint8Array, off = 0): number {
 
 export function ip4FromString(s: string): Uint8Array {
   const p = s.split('.').map((x) => Number(x));
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new RangeError(`bad IPv4 address ${s}`);
+  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw badAddress('ipv4', s);
   return new Uint8Array(p);
 }
 
@@ -134,7 +142,9 @@ export function ip6FromString(s: string): Uint8Array {
   const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
   const h = head ? head.split(':').filter((x) => x !== '') : [];
   const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-  if (tail === undefined && h.length !== 8) throw new RangeError(`bad IPv6 address ${s}`);
+  // eight groups, or fewer around one '::'; each group 1..4 hex digits
+  const groupsOk = [...h, ...t].every((g) => /^[0-9a-fA-F]{1,4}$/.test(g));
+  if (!groupsOk || s.split('::').length > 2 || (tail === undefined ? h.length !== 8 : h.length + t.length > 7)) throw badAddress('ipv6', s);
   h.forEach((g, i) => put16(out, i * 2, parseInt(g, 16)));
   t.forEach((g, i) => put16(out, 16 - (t.length - i) * 2, parseInt(g, 16)));
   return out;

@@ -28,6 +28,9 @@ export interface PingReply {
   readonly data: Uint8Array;
 }
 
+/** Steps in a row that may leave target time where it was before a wait gives up. */
+const MAX_STALLED_STEPS = 100_000;
+
 export class GuestIpStack {
   private readonly arp = new Map<string, Uint8Array>();
   readonly replies: PingReply[] = [];
@@ -110,9 +113,21 @@ export class GuestIpStack {
       }, what, timeoutNs);
       return;
     }
-    const end = this.drv.platform.now() + timeoutNs;
+    const p = this.drv.platform;
+    const end = p.now() + timeoutNs;
+    // the deadline bounds the wait only if step() lets target time pass: a step that never does
+    // would spin for ever, so a long run of steps without progress in time ends the wait too
+    let last = p.now();
+    let stalled = 0;
     while (!done()) {
-      if (this.drv.platform.now() >= end) throw new TimeoutError('net.stack.timeout', `timed out waiting for ${what}`, { expected: `within ${timeoutNs} ns` });
+      const now = p.now();
+      if (now >= end) throw new TimeoutError('net.stack.timeout', `timed out waiting for ${what}`, { expected: `within ${timeoutNs} ns` });
+      if (now === last) {
+        if (++stalled >= MAX_STALLED_STEPS) throw new TimeoutError('net.stack.stalled', `timed out waiting for ${what}: step() let no target time pass`, { expected: `within ${timeoutNs} ns`, seen: `${stalled} steps at ${now} ns` });
+      } else {
+        last = now;
+        stalled = 0;
+      }
       step();
     }
   }

@@ -4,8 +4,9 @@ import { UsageError } from '../../spec-refs/errors.ts';
 
 describe('bench net', () => {
   it('moves real frames between two NICs and reports the figures', () => {
-    const r = runNetScenario(NET_SCENARIOS[0]!, { transport: 'mmio', seconds: 0.1, warmupSeconds: 0.02 });
-    expect(r.frames).toBeGreaterThan(64);
+    // a fixed number of bursts: what is checked does not depend on how fast this machine is
+    const r = runNetScenario(NET_SCENARIOS[0]!, { transport: 'mmio', seconds: 0, rounds: 4 });
+    expect(r.frames).toBe(4 * 64);
     expect(r.framesPerSecond).toBeCloseTo(r.frames / r.seconds, 6);
     expect(r.bitsPerSecond).toBeCloseTo(r.framesPerSecond * 64 * 8, 0);
     // Batches of 64 frames: a few notifications and interrupts per batch, far below one exit per frame.

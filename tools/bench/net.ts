@@ -27,6 +27,8 @@ export interface NetBenchOptions {
   readonly warmupSeconds?: number;
   /** Frames sent per burst before the receiver runs (default 64). */
   readonly burst?: number;
+  /** Run exactly this many bursts after one warm-up burst instead of running for `seconds` (tests: no wall-clock dependence). */
+  readonly rounds?: number;
 }
 
 export interface NetBenchResult {
@@ -74,23 +76,26 @@ export function runNetScenario(sc: NetScenario, o: NetBenchOptions): NetBenchRes
     }, 'frames at the receiver');
     a.driver.dev.poll();
   };
-  const runFor = (seconds: number) => {
+  const runFor = (seconds: number, rounds?: number) => {
     const cpu0 = process.cpuUsage();
     const start = performance.now();
     const f0 = received;
     const e0 = exitsOf();
     const i0 = irqsOf();
     const r0 = byReason();
-    do round();
-    while (performance.now() - start < seconds * 1000);
+    if (rounds !== undefined) for (let i = 0; i < rounds; i++) round();
+    else
+      do round();
+      while (performance.now() - start < seconds * 1000);
     const cpu = process.cpuUsage(cpu0);
     const r1 = byReason();
     const exits: Record<string, number> = {};
     for (const k of Object.keys(r1)) if (r1[k]! - (r0[k] ?? 0) > 0) exits[k] = r1[k]! - (r0[k] ?? 0);
     return { frames: received - f0, seconds: (performance.now() - start) / 1000, exits: exitsOf() - e0, irqs: irqsOf() - i0, cpuSeconds: (cpu.user + cpu.system) / 1e6, byReason: exits };
   };
-  runFor(o.warmupSeconds ?? Math.min(0.3, o.seconds / 4));
-  const r = runFor(o.seconds);
+  if (o.rounds !== undefined) runFor(0, 1);
+  else runFor(o.warmupSeconds ?? Math.min(0.3, o.seconds / 4));
+  const r = runFor(o.seconds, o.rounds);
   return {
     scenario: sc.name,
     transport: o.transport,

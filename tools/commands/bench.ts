@@ -55,6 +55,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('trace', { ...TRACE_OPTION, describe: `${TRACE_OPTION.describe}; the first 200,000 events, and figures measured while tracing are slower` }) as never,
   handler: (args) => {
     if (args.target === 'net') {
+      // the net scenarios keep their own ring depth: a --depth given here would be silently ignored
+      if (args.depth !== undefined) throw usage('--depth applies to bench blk only (the net scenarios fill their rings)');
       const trace = startCommandTrace(args.trace, { bus: false, maxEvents: 200_000 });
       trace?.label('bench net');
       try {

@@ -63,4 +63,27 @@ describe('pvkit demo', () => {
     }
     expect(lines).toEqual(['pvkit: --image needs a file name\n', "pvkit: unknown bench target 'nope' (known: blk, net)\n", 'pvkit: --ring must be one of split, packed (or a comma-separated list, or all)\n', 'pvkit: --seconds must be a positive number\n', 'pvkit: --ring packed cannot run over pci-transitional: a legacy interface negotiates feature bits 0..31 only\n']);
   });
+
+  it('bad files, values the command would ignore, and invalid choices: exit 2 with one line, no stack trace', async () => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (lines.push(String(s)), true));
+    try {
+      expect(await main(['demo', '--image', '/nonexistent-dir/disk.img'])).toBe(2);
+      expect(await main(['bench', 'net', '--depth', '0'])).toBe(2);
+      expect(await main(['qemu', 'matrix', '--runs', 'abc', 'microvm-blk'])).toBe(2);
+      expect(await main(['qemu', 'matrix', '--seed', 'abc', 'microvm-blk'])).toBe(2);
+      expect(await main(['repl', '--trace', '/nonexistent-dir/t.json'])).toBe(2);
+      expect(await main(['repl', '--transport', 'nope'])).toBe(2);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(lines).toEqual([
+      'pvkit: cannot open disk image /nonexistent-dir/disk.img (ENOENT)\n',
+      'pvkit: --depth applies to bench blk only (the net scenarios fill their rings)\n',
+      'pvkit: --runs must be a positive integer, got NaN\n',
+      'pvkit: --seed must be an integer, got NaN\n',
+      'pvkit: --trace: directory /nonexistent-dir does not exist\n',
+      'pvkit: Invalid values: Argument: transport, Given: "nope", Choices: "mmio", "mmio-legacy", "pci", "pci-transitional", "pci-transitional-modern"\n',
+    ]);
+  });
 });

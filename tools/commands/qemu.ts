@@ -165,6 +165,10 @@ export const qemuCommand: CommandModule<object, QemuArgs> = {
       listMain(a);
       return;
     }
+    if (action === 'matrix') {
+      if (!(Number.isInteger(a.runs) && a.runs >= 1)) throw new UsageError('usage.qemu_runs', `--runs must be a positive integer, got ${String(a.runs)}`);
+      if (!Number.isSafeInteger(a.seed)) throw new UsageError('usage.qemu_seed', `--seed must be an integer, got ${String(a.seed)}`);
+    }
     process.exitCode = action === 'matrix' ? await matrixMain(a) : await probeMain(a, action === 'smoke');
   },
 };

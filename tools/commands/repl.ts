@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../../spec-refs/errors.ts';
+import { checkTracePath } from '../trace-cli.ts';
 import { DEVICES, RINGS, TRANSPORTS, type DeviceKind, type RingKind, type TransportKind } from '../repl/session.ts';
 
 interface ReplArgs {
@@ -27,6 +28,8 @@ export const replCommand: CommandModule<object, ReplArgs> = {
     if (!Number.isInteger(qs) || qs < 1 || qs > 32768) {
       throw new UsageError('usage.repl.queue_size', `--queue-size must be an integer from 1 to 32768, got ${qs}`);
     }
+    // the session writes its trace on exit: refuse an unwritable path now, not after the session
+    if (args.trace !== undefined) checkTracePath(args.trace);
     const { server } = startRepl({ device: args.device, transport: args.transport, ring: args.ring, queueSize: qs, ...(args.trace !== undefined ? { traceFile: args.trace } : {}) });
     await new Promise<void>((resolve) => server.on('exit', () => resolve()));
   },

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchQemu, qemuArgs, QemuStartError } from './launcher.ts';
 import { CONFIGS, findConfig, q35IntxGsi } from './configs.ts';
@@ -32,8 +33,41 @@ async function gone(pid: number, ms = 5000): Promise<boolean> {
   return !alive(pid);
 }
 
-function tmpLeftovers(): string[] {
-  return fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('pvkit-qemu-'));
+/**
+ * A private parent directory for one test's launches (LaunchOptions.tmpDir), so that what is left
+ * behind is judged for this test's QEMU alone, not for other QEMU runs on the machine.
+ */
+function privateTmp(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-launcher-test-'));
+}
+
+/** Live processes whose command line mentions `dir` (QEMU is given its files there). */
+function processesUsing(dir: string): number[] {
+  const pids: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let cmd: string;
+    try {
+      cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (cmd.includes(dir) && alive(Number(e))) pids.push(Number(e));
+  }
+  return pids;
+}
+
+/** Nothing of this test's launches remains: its directory is empty and no process still uses it. */
+async function expectNothingLeft(dir: string): Promise<void> {
+  try {
+    expect(fs.readdirSync(dir)).toEqual([]);
+    // a killed QEMU may need a moment to go (bounded wait, as in gone())
+    const end = Date.now() + 5000;
+    while (processesUsing(dir).length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(processesUsing(dir)).toEqual([]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Run launch-child in a way, return QEMU's pid once it is up and the child process. */
@@ -92,8 +126,8 @@ describe('QEMU configurations (no QEMU needed)', () => {
 
 describe.skipIf(skipQemu)('QEMU launcher (real QEMU)', () => {
   it('starts microvm, lists the virtio-mmio device, and leaves nothing behind on close', async () => {
-    const before = tmpLeftovers();
-    const s = await launchQemu(findConfig('microvm-blk')!);
+    const tmp = privateTmp();
+    const s = await launchQemu(findConfig('microvm-blk')!, { tmpDir: tmp });
     try {
       const devs = s.platform.devices();
       expect(devs).toHaveLength(1);
@@ -106,7 +140,7 @@ describe.skipIf(skipQemu)('QEMU launcher (real QEMU)', () => {
       await s.close();
     }
     expect(await gone(s.pid)).toBe(true);
-    expect(tmpLeftovers()).toEqual(before);
+    await expectNothingLeft(tmp);
   });
 
   it('legacy virtio-mmio reports version 1', async () => {
@@ -147,11 +181,11 @@ describe.skipIf(skipQemu)('QEMU launcher (real QEMU)', () => {
   });
 
   it("reports QEMU's own error text when it cannot start", async () => {
-    const before = tmpLeftovers();
-    const err = await launchQemu(findConfig('q35-blk')!, { extraArgs: ['-device', 'virtio-blk-pci,no-such-prop=1'] }).catch((e: unknown) => e);
+    const tmp = privateTmp();
+    const err = await launchQemu(findConfig('q35-blk')!, { tmpDir: tmp, extraArgs: ['-device', 'virtio-blk-pci,no-such-prop=1'] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(QemuStartError);
     expect(String((err as Error).message)).toMatch(/no-such-prop/);
-    expect(tmpLeftovers()).toEqual(before);
+    await expectNothingLeft(tmp);
   });
 
   it('a missing binary is a QemuNotFoundError', async () => {

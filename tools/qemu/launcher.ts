@@ -21,6 +21,8 @@ export class QemuStartError extends PvkitError {}
 export interface LaunchOptions {
   /** QEMU binary (default: $PVKIT_QEMU, else qemu-system-x86_64 on PATH). */
   qemu?: string;
+  /** Directory in which the session's own pvkit-qemu-* directory is made (default: the OS temp directory). */
+  tmpDir?: string;
   /** Extra arguments appended to QEMU's command line. */
   extraArgs?: readonly string[];
   /** Disk image size for virtio-blk devices (default 8 MiB). */
@@ -171,7 +173,7 @@ export function launchQemuSync(cfg: QemuConfig, opts: LaunchOptions = {}): QemuS
 
 function launchOnce(cfg: QemuConfig, opts: LaunchOptions): QemuSession {
   const qemu = findQemu(opts.qemu);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pvkit-qemu-'));
+  const dir = fs.mkdtempSync(path.join(opts.tmpDir ?? os.tmpdir(), 'pvkit-qemu-'));
   const cleanupDir = (): void => fs.rmSync(dir, { recursive: true, force: true });
   let chan: SyncChannel | undefined;
   let qmpChan: SyncChannel | undefined;

@@ -209,16 +209,7 @@ export class QtestMemory implements GuestMemoryAccess {
     if (len === 0) return;
     this.client.writeMem(gpa, data);
     this.storedSinceSnapshot = true;
-    // keep cached lines coherent with our own stores
-    let done = 0;
-    while (done < len) {
-      const a = gpa + done;
-      const off = a % this.lineSize;
-      const n = Math.min(len - done, this.lineSize - off);
-      const l = this.lines.get(Math.floor(a / this.lineSize));
-      if (l) l.bytes.set(data.subarray(done, done + n), off);
-      done += n;
-    }
+    this.updateCachedLines(gpa, len, (bytes, off, done, n) => bytes.set(data.subarray(done, done + n), off));
   }
 
   fill(gpa: number, len: number, value: number): void {
@@ -226,13 +217,18 @@ export class QtestMemory implements GuestMemoryAccess {
     if (len === 0) return;
     this.client.memset(gpa, len, value);
     this.storedSinceSnapshot = true;
+    this.updateCachedLines(gpa, len, (bytes, off, _done, n) => bytes.fill(value, off, off + n));
+  }
+
+  /** Keep cached lines coherent with our own stores: `store` updates the part of each cached line in [gpa, gpa+len). */
+  private updateCachedLines(gpa: number, len: number, store: (bytes: Uint8Array, off: number, done: number, n: number) => void): void {
     let done = 0;
     while (done < len) {
       const a = gpa + done;
       const off = a % this.lineSize;
       const n = Math.min(len - done, this.lineSize - off);
       const l = this.lines.get(Math.floor(a / this.lineSize));
-      if (l) l.bytes.fill(value, off, off + n);
+      if (l) store(l.bytes, off, done, n);
       done += n;
     }
   }
