@@ -10,11 +10,22 @@ import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 
 const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';
+import type { DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequestOnQueue } from './requests.ts';
 import { monitor, newDeviceWith, raw, rawLive, simInternals, startRef, transportOf } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
 const SUSPEND = 16;
+
+/** Whether bringing the device up with the reference driver fails (throws). */
+function refStartFails(ctx: TargetContext, dut: DeviceUnderTest): boolean {
+  try {
+    startRef(ctx, dut);
+    return false;
+  } catch {
+    return true;
+  }
+}
 
 // ---------------------------------------------------------------------------- device side
 
@@ -277,12 +288,7 @@ defineCheck({
     const dut = newDeviceWith(ctx, (m) => ({ acceptFeatures: (f: bigint) => !refuse && m.acceptFeatures(f) }));
     const sim = simInternals(dut);
     const mon = monitor(dut);
-    let threw = false;
-    try {
-      startRef(ctx, dut);
-    } catch {
-      threw = true;
-    }
+    const threw = refStartFails(ctx, dut);
     expectThat(threw, ['status_init.driver.11'], 'driver reported success although FEATURES_OK was refused');
     const st = sim.core.status;
     expectEqual(st & Status.DRIVER_OK, 0, ['status_init.driver.11', 'features.driver.7'], 'driver set DRIVER_OK after the refusal');
@@ -306,12 +312,7 @@ defineCheck({
     const dut = newDeviceWith(ctx, (m) => ({ offeredFeatures: m.offeredFeatures & ~bit(F.VERSION_1) }));
     const sim = simInternals(dut);
     const mon = monitor(dut);
-    let threw = false;
-    try {
-      startRef(ctx, dut);
-    } catch {
-      threw = true;
-    }
+    const threw = refStartFails(ctx, dut);
     expectThat(threw, ['features.driver.7'], 'driver went on without VERSION_1');
     expectThat((sim.core.status & Status.FAILED) !== 0 && (sim.core.status & Status.DRIVER_OK) === 0, ['features.driver.7', 'status_init.driver.11'], 'driver did not fail the device', 'FAILED without DRIVER_OK', statusNames(sim.core.status));
     mon.detach();
