@@ -88,19 +88,21 @@ function openPci(ctx: TargetContext, opts: DeviceOptions = {}): PciDut {
       return b;
     },
     r(type, off, size) {
-      const c = self.cap(type);
-      const b = self.bar(c.bar);
-      const at = b.addr + c.offset + off;
-      return b.kind === 'io' ? p.pioRead(at, size) : p.mmioRead(at, size);
+      const { io, at } = locate(type, off);
+      return io ? p.pioRead(at, size) : p.mmioRead(at, size);
     },
     w(type, off, size, v) {
-      const c = self.cap(type);
-      const b = self.bar(c.bar);
-      const at = b.addr + c.offset + off;
-      if (b.kind === 'io') p.pioWrite(at, size, v);
+      const { io, at } = locate(type, off);
+      if (io) p.pioWrite(at, size, v);
       else p.mmioWrite(at, size, v);
     },
   };
+  /** Where byte `off` of the structure of capability `type` is: its BAR's space and address. */
+  function locate(type: number, off: number): { io: boolean; at: number } {
+    const c = self.cap(type);
+    const b = self.bar(c.bar);
+    return { io: b.kind === 'io', at: b.addr + c.offset + off };
+  }
   return self;
 }
 
