@@ -21,6 +21,7 @@ import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expec
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequest, validRequestOnQueue } from './requests.ts';
 import { startRef } from './support.ts';
+import { RawSplitRing } from '../hostile.ts';
 
 const PCI = ['pci'] as const;
 const PCI_ANY = ['pci', 'pci-legacy'] as const;
@@ -137,53 +138,31 @@ function negotiate(d: PciDut, want: bigint): bigint {
   return acc;
 }
 
-interface RawQueue {
-  readonly size: number;
-  readonly desc: number;
-  readonly avail: number;
-  readonly used: number;
-  availIdx: number;
-}
-
-/** Set up split queue `q` with raw areas (not enabled yet when `enable` is false). */
-function rawSplitQueue(d: PciDut, q: number, size: number, enable = true): RawQueue {
-  const p = d.p;
-  const desc = p.dma.alloc(16 * size, 16);
-  const avail = p.dma.alloc(6 + 2 * size, 2);
-  const used = p.dma.alloc(6 + 8 * size, 4);
+/** Set up split queue `q` on a raw ring (not enabled yet when `enable` is false). */
+function rawSplitQueue(d: PciDut, q: number, size: number, enable = true): RawSplitRing {
+  const ring = new RawSplitRing(d.p, size);
   wc(d, Common.QUEUE_SELECT, 2, q);
   wc(d, Common.QUEUE_SIZE, 2, size);
-  for (const [off, v] of [[Common.QUEUE_DESC, desc], [Common.QUEUE_DRIVER, avail], [Common.QUEUE_DEVICE, used]] as const) {
+  for (const [off, v] of [[Common.QUEUE_DESC, ring.desc], [Common.QUEUE_DRIVER, ring.avail], [Common.QUEUE_DEVICE, ring.used]] as const) {
     wc(d, off, 4, v % 0x1_0000_0000);
     wc(d, off + 4, 4, Math.floor(v / 0x1_0000_0000));
   }
   if (enable) wc(d, Common.QUEUE_ENABLE, 2, 1);
-  return { size, desc, avail, used, availIdx: 0 };
+  return ring;
 }
 
 /** Post one valid request on a raw split queue and notify; returns a verifier. */
-function postRequest(d: PciDut, q: number, rq: RawQueue, deviceType: number): { done(): boolean } {
-  const p = d.p;
-  const req = validRequestOnQueue(p, deviceType);
-  const head = (rq.availIdx * 4) % rq.size;
-  req.segs.forEach((s, k) => {
-    const a = rq.desc + 16 * ((head + k) % rq.size);
-    const last = k === req.segs.length - 1;
-    p.mem.write32(a, s.addr % 0x1_0000_0000);
-    p.mem.write32(a + 4, Math.floor(s.addr / 0x1_0000_0000));
-    p.mem.write32(a + 8, s.len);
-    p.mem.write16(a + 12, (s.write ? 2 : 0) | (last ? 0 : 1));
-    p.mem.write16(a + 14, last ? 0 : (head + k + 1) % rq.size);
-  });
-  p.mem.write16(rq.avail + 4 + 2 * (rq.availIdx % rq.size), head);
-  rq.availIdx++;
-  p.mem.write16(rq.avail + 2, rq.availIdx & 0xffff);
-  const want = rq.availIdx;
+function postRequest(d: PciDut, q: number, ring: RawSplitRing, deviceType: number): { done(): boolean } {
+  const req = validRequestOnQueue(d.p, deviceType);
+  const head = (ring.availIdx * 4) % ring.size;
+  ring.chain(head, req.segs);
+  ring.publish(head);
+  const want = ring.availIdx;
   const nc = d.cap(PciCap.NOTIFY_CFG);
   wc(d, Common.QUEUE_SELECT, 2, q);
   const off = rc(d, Common.QUEUE_NOTIFY_OFF, 2) * nc.mult;
   d.w(PciCap.NOTIFY_CFG, off, 2, q);
-  return { done: () => p.mem.read16(rq.used + 2) === (want & 0xffff) };
+  return { done: () => ring.usedIdx() === want };
 }
 
 function deviceTypeOf(d: PciDut): number {
