@@ -51,6 +51,8 @@ export const NetHdr = {
   OFF_HASH_REPORT: 16,
   OFF_OUTER_TH: 20,
   OFF_INNER_NH: 22,
+  /** outer_nh_offset: present with OUT_NET_HEADER (32-byte header). */
+  OFF_OUTER_NH: 24,
   /** Sizes: base (with num_buffers, VERSION_1), with hash report. */
   SIZE_BASE: 12,
   SIZE_HASH: 20,

@@ -74,7 +74,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
-  F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
+  NetFx.OUT_NET_HEADER, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 /** Core features a caller may add to the offer: the model is indifferent to them (in-order use holds: every queue completes in order). */
@@ -172,7 +172,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
     status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
-    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false,
+    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false,
   };
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
@@ -332,6 +332,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
       hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
+      outNet: has(NetFx.OUT_NET_HEADER),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
@@ -529,6 +530,15 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     const gsoSize = hv.getUint16(NetHdr.OFF_GSO_SIZE, true);
     const csumStart = hv.getUint16(NetHdr.OFF_CSUM_START, true);
     const csumOffset = hv.getUint16(NetHdr.OFF_CSUM_OFFSET, true);
+    if (this.f.outNet && hl >= NetHdr.OFF_OUTER_NH + 2) {
+      // net.device.17/.18: a nonzero outer_nh_offset is used (checked against the headers, a frame whose
+      // outer network header is elsewhere is dropped); zero, or without OUT_NET_HEADER, it is not read.
+      const onh = hv.getUint16(NetHdr.OFF_OUTER_NH, true);
+      if (onh !== 0) {
+        const fi = parseFrame(data);
+        if (fi.ipVersion === 0 || onh !== fi.l3) return malformed('net.tx.outer_nh', `outer_nh_offset ${onh}, outer network header at ${fi.ipVersion === 0 ? 'none' : fi.l3}`);
+      }
+    }
     // net.device.15: bits the device does not know are ignored; known ones are checked.
     if (!this.f.csum && flags !== 0) return malformed('net.driver.17', `flags ${flags} without VIRTIO_NET_F_CSUM`);
     if (flags & NetHdr.F_DATA_VALID && gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) this.violate('net.driver.60', 'DATA_VALID with a tunnel gso_type');
@@ -859,6 +869,11 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       // net.device.51: tunnel offsets only for tunnel GSO (0 otherwise).
       v.setUint16(NetHdr.OFF_OUTER_TH, it.outerTh ?? 0, true);
       v.setUint16(NetHdr.OFF_INNER_NH, it.innerNh ?? 0, true);
+    }
+    if (this.hdrLen >= NetHdr.OFF_OUTER_NH + 2 && this.f.outNet) {
+      // net.device.43/.44: outer_nh_offset only for a frame with a valid (outer) IP header, else 0.
+      const fi = parseFrame(it.data);
+      v.setUint16(NetHdr.OFF_OUTER_NH, fi.l3 > 0 && fi.ipVersion !== 0 ? fi.l3 : 0, true);
     }
     this.rxHeaderHook?.(h, it.data);
     scatter(ctx.mem, chain.writable, 0, h);

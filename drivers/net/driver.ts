@@ -88,6 +88,8 @@ export interface RxFrame {
   /** UDP-tunnel GSO only (net.driver.76: 0 otherwise): outer UDP and inner network header offsets. */
   readonly outerTh: number;
   readonly innerNh: number;
+  /** With OUT_NET_HEADER and a nonzero field only (net.driver.70: 0 otherwise): where the outer network header starts. */
+  readonly outerNh: number;
 }
 
 export interface DeviceErrorRecord {
@@ -144,7 +146,7 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean };
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean; outNet: boolean };
   private rxq: Virtqueue<RxBuf>[] = [];
   /** Every receive buffer allocated per pair (reposted after a queue reset). */
   private readonly rxBufs: RxBuf[][] = [];
@@ -174,7 +176,7 @@ export class VirtioNetDriver {
       hashReport: has(NetF.HASH_REPORT), guestTso4: has(NetF.GUEST_TSO4), guestTso6: has(NetF.GUEST_TSO6),
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
-      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
+      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO), outNet: has(NetFx.OUT_NET_HEADER),
       guestTunnelCsum: has(NetFx.GUEST_UDP_TUNNEL_GSO_CSUM),
     };
     this.hdrLen = netHdrSize(dev.features);
@@ -452,6 +454,16 @@ export class VirtioNetDriver {
       if (typeof l === 'string') return drop('net.device.51', `tunnel offsets ${outerTh}/${innerNh}: ${l}`);
       if ((tunnel === NetHdr.GSO_UDP_TUNNEL_IPV4) !== (l.inner.ipVersion === 4)) return drop('net.device.50', `tunnel bit does not match the inner IPv${l.inner.ipVersion} header`);
     }
+    let outerNh = 0;
+    if (this.f.outNet && this.hdrLen >= NetHdr.OFF_OUTER_NH + 2) {
+      // net.driver.69/.70: read only with OUT_NET_HEADER, used only when nonzero; then it must name the IP header.
+      const onh = hv.getUint16(NetHdr.OFF_OUTER_NH, true);
+      if (onh !== 0) {
+        const fi = parseFrame(data);
+        if (fi.ipVersion === 0 || fi.l3 !== onh) return drop('net.device.44', `outer_nh_offset ${onh}, network header at ${fi.ipVersion === 0 ? 'none' : fi.l3}`);
+        outerNh = onh;
+      }
+    }
     const base = gsoType & 0x1f;
     if (gsoType & NetHdr.GSO_ECN && !this.f.guestEcn) return drop('net.device.41', 'GSO_ECN without GUEST_ECN');
     if (base !== NetHdr.GSO_NONE) {
@@ -481,6 +493,7 @@ export class VirtioNetDriver {
       hashReport: this.f.hashReport ? hv.getUint16(NetHdr.OFF_HASH_REPORT, true) : 0,
       outerTh,
       innerNh,
+      outerNh,
     };
     this.stats.rxFrames++;
     if (this.callback) this.callback(fr);
