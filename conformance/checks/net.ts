@@ -1063,3 +1063,36 @@ defineCheck({
     expectThat(gb.length === 2 && gb.every((g) => g.outerNh === 0) && same(gb[0]!.data, fb) && same(gb[1]!.data, fc2), ['net.driver.70'], 'a zero outer_nh_offset was used', '2 frames delivered intact, outerNh 0', `${gb.length} frame(s) ${gb.map((g) => g.outerNh).join(',')}`);
   },
 });
+
+// ---------------------------------------------------------------------------- RSC_EXT
+
+defineCheck({
+  id: 'net.device.rsc-ext',
+  title: 'RSC_EXT: a GSO receive frame carries RSC_INFO with the coalesced segment count in csum_start and duplicate ACKs in csum_offset',
+  statements: ['net.device.57'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['net'] },
+  run(ctx) {
+    const r = rigWith(ctx, NetF.RSC_EXT, 'RSC_EXT', {}, { features: NET_DRIVER_FEATURES | bit(NetF.RSC_EXT) });
+    if (!hasFeature(r.drv.features, NetF.GUEST_TSO4)) throw new CheckSkip('GUEST_TSO4 not negotiated (no GSO receive to coalesce)');
+    for (const [len, mss] of [[7000, 1000], [4500, 1448], [1200, 1000]] as const) {
+      const t = tcpTo(r.drv.mac, len, 'partial');
+      r.inject({ data: t.frame, csum: { start: t.csumStart, offset: t.csumOffset }, gso: { type: NetHdr.GSO_TCPV4, size: mss, hdrLen: t.l4 + 20 } });
+      r.run(200_000);
+      const e = r.drv.deviceErrors[0];
+      if (e) throw new CheckFailure(`the driver saw the device break ${e.id}: ${e.detail}`, { statements: [e.id] });
+      const got = r.received();
+      expectEqual(got.length, 1, ['net.device.57'], `frames for one ${len}-byte GSO packet`);
+      const g = got[0]!;
+      expectThat(g.gsoType === NetHdr.GSO_TCPV4, ['net.device.57'], 'the GSO packet was not delivered as GSO', `gso_type ${NetHdr.GSO_TCPV4}`, `${g.gsoType}`);
+      expectThat((g.flags & NetHdr.F_RSC_INFO) !== 0, ['net.device.57'], 'RSC_INFO clear on a GSO receive frame', 'RSC_INFO set', `flags ${g.flags}`);
+      const segs = Math.ceil(len / mss);
+      expectEqual(g.rscSegments, segs, ['net.device.57'], `coalesced segments (csum_start) of ${len} bytes at MSS ${mss}`);
+      expectEqual(g.rscDupAcks, 0, ['net.device.57'], 'duplicate ACKs (csum_offset) in a packet with no duplicate ACKs');
+      const out = completeReceived(g);
+      const c = verifyChecksums(out);
+      expectThat(c.ip && c.l4, ['net.device.57'], `the coalesced frame's checksum does not complete (${c.what})`);
+    }
+  },
+});

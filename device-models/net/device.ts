@@ -74,7 +74,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
-  NetFx.OUT_NET_HEADER, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
+  NetFx.OUT_NET_HEADER, NetF.RSC_EXT, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 /** Core features a caller may add to the offer: the model is indifferent to them (in-order use holds: every queue completes in order). */
@@ -172,7 +172,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
     status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
-    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false,
+    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false, rscExt: false,
   };
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
@@ -332,7 +332,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
       hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
-      outNet: has(NetFx.OUT_NET_HEADER),
+      outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
@@ -858,8 +858,16 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     h[NetHdr.OFF_GSO_TYPE] = it.gsoType;
     v.setUint16(NetHdr.OFF_HDR_LEN, it.hdrLen, true);
     v.setUint16(NetHdr.OFF_GSO_SIZE, it.gsoSize, true);
-    v.setUint16(NetHdr.OFF_CSUM_START, it.csumStart, true);
-    v.setUint16(NetHdr.OFF_CSUM_OFFSET, it.csumOffset, true);
+    if (this.f.rscExt && (it.gsoType & 0x1f) !== NetHdr.GSO_NONE && it.gsoSize > 0) {
+      // net.device.57: a coalesced frame says so (RSC_INFO), with csum_start = the segments it
+      // stands for and csum_offset = duplicate ACKs folded into it (the model merges none).
+      h[NetHdr.OFF_FLAGS] = it.flags | NetHdr.F_RSC_INFO;
+      v.setUint16(NetHdr.OFF_CSUM_START, Math.min(0xffff, Math.max(1, Math.ceil((it.data.length - it.hdrLen) / it.gsoSize))), true);
+      v.setUint16(NetHdr.OFF_CSUM_OFFSET, 0, true);
+    } else {
+      v.setUint16(NetHdr.OFF_CSUM_START, it.csumStart, true);
+      v.setUint16(NetHdr.OFF_CSUM_OFFSET, it.csumOffset, true);
+    }
     if (this.hdrLen >= NetHdr.SIZE_BASE) v.setUint16(NetHdr.OFF_NUM_BUFFERS, numBuffers, true);
     if (this.hdrLen >= NetHdr.SIZE_HASH && this.f.hashReport) {
       v.setUint32(NetHdr.OFF_HASH_VALUE, it.hashReport === HashReport.NONE ? 0 : it.hashValue, true);

@@ -422,3 +422,38 @@ describe('UDP-tunnel GSO and USO (VXLAN)', () => {
     });
   }
 });
+
+describe('OUT_NET_HEADER and RSC_EXT', () => {
+  const tcp = (dst: Uint8Array, src: Uint8Array, n: number) => buildL4Frame({ eth: { dst, src }, src: ip4FromString('10.0.0.1'), dst: ip4FromString('10.0.0.2'), proto: 'tcp', srcPort: 1, dstPort: 2, csum: 'partial' }, new Uint8Array(n).fill(7));
+
+  it('OUT_NET_HEADER: 32-byte headers; outer_nh_offset names the IP header on receive and is 0 for other frames', () => {
+    const tb = new NetTestbed();
+    const feats = NET_DRIVER_FEATURES | bit(NetFx.OUT_NET_HEADER);
+    const a = tb.addGuest({ driver: { features: feats } });
+    const b = tb.addGuest({ driver: { features: feats } });
+    expect(b.driver.hdrLen).toBe(32);
+    a.driver.send(tcp(b.driver.mac, a.driver.mac, 100).frame);
+    a.driver.send(buildEthernet({ dst: b.driver.mac, src: a.driver.mac }, 0x88b5, new Uint8Array(60)));
+    tb.runAll(300_000);
+    const got: RxFrame[] = [];
+    for (let x = b.driver.receive(); x; x = b.driver.receive()) got.push(x);
+    expect(got.map((g) => g.outerNh)).toEqual([14, 0]);
+    expect(b.driver.deviceErrors).toEqual([]);
+  });
+
+  it('RSC_EXT: a GSO frame arrives with RSC_INFO and its segment count; without RSC_EXT the bit stays clear', () => {
+    const tb = new NetTestbed();
+    const a = tb.addGuest();
+    const b = tb.addGuest({ driver: { features: NET_DRIVER_FEATURES | bit(NetF.RSC_EXT) } });
+    const c = tb.addGuest();
+    for (const dst of [b, c]) a.driver.send(tcp(dst.driver.mac, a.driver.mac, 9999).frame, { gso: { type: NetHdr.GSO_TCPV4, size: 1000 } });
+    tb.runAll(500_000);
+    const fb = b.driver.receive()!;
+    expect(fb.flags & NetHdr.F_RSC_INFO).toBe(NetHdr.F_RSC_INFO);
+    expect([fb.rscSegments, fb.rscDupAcks]).toEqual([10, 0]);
+    expect(verifyChecksums(completeReceived(fb)).l4).toBe(true);
+    const fc2 = c.driver.receive()!;
+    expect(fc2.flags & NetHdr.F_RSC_INFO).toBe(0);
+    expect(fc2.rscSegments).toBe(0);
+  });
+});

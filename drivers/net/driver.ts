@@ -90,6 +90,9 @@ export interface RxFrame {
   readonly innerNh: number;
   /** With OUT_NET_HEADER and a nonzero field only (net.driver.70: 0 otherwise): where the outer network header starts. */
   readonly outerNh: number;
+  /** With RSC_EXT and RSC_INFO (0 otherwise): TCP segments coalesced into this frame, duplicate ACKs among them. */
+  readonly rscSegments: number;
+  readonly rscDupAcks: number;
 }
 
 export interface DeviceErrorRecord {
@@ -146,7 +149,7 @@ export class VirtioNetDriver {
   speed = 0xffffffff;
   duplex = 0xff;
 
-  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean; outNet: boolean };
+  private readonly f: { csum: boolean; guestCsum: boolean; tso4: boolean; tso6: boolean; mrg: boolean; status: boolean; ctrl: boolean; mq: boolean; mtu: boolean; announce: boolean; hashReport: boolean; guestTso4: boolean; guestTso6: boolean; hostEcn: boolean; guestEcn: boolean; hostUso: boolean; guestUso4: boolean; guestUso6: boolean; hostTunnel: boolean; hostTunnelCsum: boolean; guestTunnel: boolean; guestTunnelCsum: boolean; outNet: boolean; rscExt: boolean };
   private rxq: Virtqueue<RxBuf>[] = [];
   /** Every receive buffer allocated per pair (reposted after a queue reset). */
   private readonly rxBufs: RxBuf[][] = [];
@@ -176,7 +179,7 @@ export class VirtioNetDriver {
       hashReport: has(NetF.HASH_REPORT), guestTso4: has(NetF.GUEST_TSO4), guestTso6: has(NetF.GUEST_TSO6),
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
-      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO), outNet: has(NetFx.OUT_NET_HEADER),
+      hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO), outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT),
       guestTunnelCsum: has(NetFx.GUEST_UDP_TUNNEL_GSO_CSUM),
     };
     this.hdrLen = netHdrSize(dev.features);
@@ -438,7 +441,10 @@ export class VirtioNetDriver {
     };
     // net.driver.68: unknown flag bits ignored.
     if (!this.f.guestCsum && flags & (NetHdr.F_NEEDS_CSUM | NetHdr.F_DATA_VALID)) return drop('net.device.33', `flags ${flags} without GUEST_CSUM`);
-    if (flags & NetHdr.F_RSC_INFO) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
+    if (flags & NetHdr.F_RSC_INFO && !this.f.rscExt) return drop('net.device.58', 'RSC_INFO without RSC_EXT');
+    // RSC_INFO: csum_start/csum_offset carry coalescing counts; the checksum offsets come from the headers.
+    // (on a frame that is not GSO the bit means nothing and is ignored, net.driver.68).
+    const rsc = (flags & NetHdr.F_RSC_INFO) !== 0 && (gsoType & 0x1f) !== NetHdr.GSO_NONE;
     if (flags & NetHdr.F_UDP_TUNNEL_CSUM && !this.f.guestTunnelCsum) return drop('net.device.40', 'UDP_TUNNEL_CSUM without GUEST_UDP_TUNNEL_GSO_CSUM');
     const tunnel = gsoType & (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6);
     if (tunnel === (NetHdr.GSO_UDP_TUNNEL_IPV4 | NetHdr.GSO_UDP_TUNNEL_IPV6)) return drop('net.driver.75', `gso_type ${gsoType} has both tunnel bits`);
@@ -478,22 +484,31 @@ export class VirtioNetDriver {
       if (gsoSize === 0) return drop('net.device.56', 'GSO with gso_size 0');
     }
     // net.driver.71: csum fields only with NEEDS_CSUM, and then inside the frame.
-    if (flags & NetHdr.F_NEEDS_CSUM && csumStart + csumOffset + 2 > data.length) return drop('net.device.48', `csum_start ${csumStart} + csum_offset ${csumOffset} outside ${data.length} bytes`);
+    if (flags & NetHdr.F_NEEDS_CSUM && !rsc && csumStart + csumOffset + 2 > data.length) return drop('net.device.48', `csum_start ${csumStart} + csum_offset ${csumOffset} outside ${data.length} bytes`);
     if (this.f.mtu && base === NetHdr.GSO_NONE && data.length > this.mtu + ETH_HLEN + 4) return drop('net.device.5', `frame of ${data.length} bytes, mtu ${this.mtu}`);
+    let rscCsum = { start: 0, offset: 0 };
+    if (rsc) {
+      const l = gsoLayers(data, { type: base, size: Math.max(1, gsoSize), ...(tunnel ? { tunnel: { outerTh, innerNh } } : {}) });
+      if (typeof l === 'string') return drop('net.device.57', `RSC frame: ${l}`);
+      if (csumStart === 0) return drop('net.device.57', 'RSC_INFO with 0 coalesced segments');
+      rscCsum = { start: l.inner.l4, offset: l.inner.proto === 6 ? 16 : 6 };
+    }
     const fr: RxFrame = {
       data,
       pair: p,
       flags,
       gsoType,
       gsoSize,
-      csumStart: flags & NetHdr.F_NEEDS_CSUM ? csumStart : 0,
-      csumOffset: flags & NetHdr.F_NEEDS_CSUM ? csumOffset : 0,
+      csumStart: flags & NetHdr.F_NEEDS_CSUM ? (rsc ? rscCsum.start : csumStart) : 0,
+      csumOffset: flags & NetHdr.F_NEEDS_CSUM ? (rsc ? rscCsum.offset : csumOffset) : 0,
       numBuffers,
       hashValue: this.f.hashReport ? hv.getUint32(NetHdr.OFF_HASH_VALUE, true) : 0,
       hashReport: this.f.hashReport ? hv.getUint16(NetHdr.OFF_HASH_REPORT, true) : 0,
       outerTh,
       innerNh,
       outerNh,
+      rscSegments: rsc ? csumStart : 0,
+      rscDupAcks: rsc ? csumOffset : 0,
     };
     this.stats.rxFrames++;
     if (this.callback) this.callback(fr);
