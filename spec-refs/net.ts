@@ -19,6 +19,21 @@ export const NetCfg = {
   SIZE: 28,
 } as const;
 
+/** Encapsulation types for inner-header hashing (supported_tunnel_types / enabled_tunnel_types). */
+export const HashTunnel = {
+  GRE_2784: 1 << 0,
+  GRE_2890: 1 << 1,
+  GRE_7676: 1 << 2,
+  GRE_UDP: 1 << 3,
+  VXLAN: 1 << 4,
+  VXLAN_GPE: 1 << 5,
+  GENEVE: 1 << 6,
+  IPIP: 1 << 7,
+  NVGRE: 1 << 8,
+  /** Every bit v1.4 defines (net.driver.80: others are ignored). */
+  DEFINED: 0x1ff,
+} as const;
+
 export const NetStatus = {
   LINK_UP: 1,
   ANNOUNCE: 2,
@@ -102,6 +117,7 @@ export const NetCtrl = {
   NOTF_COAL_VQ_SET: 2,
   NOTF_COAL_VQ_GET: 3,
   CLASS_HASH_TUNNEL: 7,
+  HASH_TUNNEL_SET: 0,
   CLASS_STATS: 8,
   STATS_QUERY: 0,
   STATS_GET: 1,

@@ -18,7 +18,7 @@ import { VirtioNetDriver, NET_DRIVER_FEATURES, completeReceived, type NetDriverO
 import { GuestIpStack } from '../../drivers/net/stack.ts';
 import { buildVxlan, vxlanOffsets } from '../../drivers/net/gso.ts';
 import { BROADCAST, EtherType, buildEthernet, buildL4Frame, buildPing, ip4FromString, macFromString, macToString, parseFrame, parseIp, pseudoHeaderSum, csumFold, verifyChecksums } from '../../drivers/net/packet.ts';
-import { HashReport, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
+import { HashReport, HashTunnel, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
@@ -1094,5 +1094,40 @@ defineCheck({
       const c = verifyChecksums(out);
       expectThat(c.ip && c.l4, ['net.device.57'], `the coalesced frame's checksum does not complete (${c.what})`);
     }
+  },
+});
+
+// ---------------------------------------------------------------------------- HASH_TUNNEL
+
+defineCheck({
+  id: 'net.driver.hash-tunnel',
+  title: 'HASH_TUNNEL: the driver enables only encapsulation types the device supports, and ignores supported_tunnel_types bits the spec does not define',
+  statements: ['net.driver.79', 'net.driver.80'],
+  side: 'driver',
+  kind: 'example',
+  applies: { devices: ['net'] },
+  run(ctx) {
+    if (!ctx.target.runsDriverChecks) throw new CheckSkip('driver checks need pvkit\'s checking device');
+    // The device advertises VXLAN plus two bits v1.4 does not define.
+    const undefinedBits = (1 << 12) | (1 << 31);
+    const r = rigWith(ctx, NetF.HASH_TUNNEL, 'HASH_TUNNEL', { strict: true, supportedTunnelTypes: HashTunnel.VXLAN | undefinedBits }, { features: NET_DRIVER_FEATURES | bit(NetF.HASH_TUNNEL) });
+    expectEqual(r.drv.supportedTunnelTypes, HashTunnel.VXLAN, ['net.driver.80'], 'supported tunnel types the driver will use (undefined bits ignored)');
+    r.drv.setHashTunnel(HashTunnel.VXLAN);
+    r.drv.setHashTunnel(0);
+    // Requests beyond what the device supports (a defined type it lacks, an undefined bit it advertises)
+    // must not reach the device.
+    for (const [types, id] of [[HashTunnel.GENEVE, 'net.driver.79'], [HashTunnel.VXLAN | HashTunnel.GRE_UDP, 'net.driver.79'], [1 << 12, 'net.driver.80']] as const) {
+      const before = r.drv.stats.ctrlCommands;
+      let refused = false;
+      try {
+        r.drv.setHashTunnel(types);
+      } catch (e) {
+        refused = e instanceof UsageError;
+        if (!refused && !(e instanceof Error && /refused by the device/.test(e.message))) throw e;
+      }
+      expectThat(refused && r.drv.stats.ctrlCommands === before, [id], `enabled_tunnel_types 0x${(types >>> 0).toString(16)} went to a device supporting only VXLAN and undefined bits`, 'refused by the driver', refused ? 'refused after sending' : 'sent');
+    }
+    const v = r.nic.violations.find((x) => x.id === 'net.driver.79' || x.id === 'net.driver.78');
+    if (v) throw new CheckFailure(`the checking device saw the driver break ${v.id}: ${v.detail}`, { statements: [v.id] });
   },
 });

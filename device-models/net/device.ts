@@ -19,6 +19,8 @@ import { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
 import { DeviceType, F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { netFeatureDependencyError, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
 import { NetFx } from '../../spec-refs/net.ts';
+import { HashTunnel } from '../../spec-refs/net.ts';
+import { vxlanOffsets } from '../../drivers/net/gso.ts';
 import { ETH_HLEN, HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, StatsType } from '../../spec-refs/net.ts';
 import { IpProto, csumFold, isBroadcast, isMulticast, macEquals, macKey, parseFrame, pseudoHeaderSum, readBe16, verifyChecksums, writeBe16, type FrameInfo } from '../../drivers/net/packet.ts';
 import { completeChecksum, segment, type WireFrame } from './wire.ts';
@@ -65,6 +67,8 @@ export interface NetDeviceOptions {
   ctrlHook?: (cls: number, cmd: number, data: Uint8Array) => { ack: number; result?: Uint8Array } | undefined;
   /** Test hook: rewrite each receive header just before it is written (hostile-device checks of drivers). */
   rxHeaderHook?: (hdr: Uint8Array, frame: Uint8Array) => void;
+  /** supported_tunnel_types in config (HASH_TUNNEL); default VXLAN, the one encapsulation the model parses. Other bits are advertised but never matched. */
+  supportedTunnelTypes?: number;
 }
 
 /** Everything the model implements. */
@@ -74,7 +78,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
-  NetFx.OUT_NET_HEADER, NetF.RSC_EXT, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
+  NetFx.OUT_NET_HEADER, NetF.RSC_EXT, NetF.HASH_TUNNEL, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 /** Core features a caller may add to the offer: the model is indifferent to them (in-order use holds: every queue completes in order). */
@@ -172,8 +176,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
     status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
-    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false, rscExt: false,
+    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false, rscExt: false, hashTunnel: false,
   };
+  /** enabled_tunnel_types (HASH_TUNNEL_SET). */
+  private tunnelTypes = 0;
   /** Guest offloads currently enabled (CTRL_GUEST_OFFLOADS), as booleans. */
   private rxCsum = false;
   private rxTso4 = false;
@@ -251,6 +257,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.config[NetCfg.RSS_MAX_KEY_SIZE] = 40;
     this.cfgView.setUint16(NetCfg.RSS_MAX_INDIRECTION_TABLE_LENGTH, 128, true);
     this.cfgView.setUint32(NetCfg.SUPPORTED_HASH_TYPES, HashType.IPv4 | HashType.TCPv4 | HashType.UDPv4 | HashType.IPv6 | HashType.TCPv6 | HashType.UDPv6 | HashType.IP_EX | HashType.TCP_EX | HashType.UDP_EX, true);
+    this.cfgView.setUint32(NetCfg.SUPPORTED_TUNNEL_TYPES, (opts.supportedTunnelTypes ?? HashTunnel.VXLAN) >>> 0, true);
     this.clearState();
   }
 
@@ -332,7 +339,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
       hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
-      outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT),
+      outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT), hashTunnel: has(NetF.HASH_TUNNEL),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
@@ -381,6 +388,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   }
 
   private clearState(): void {
+    // net.device.75: inner-header hashing off until HASH_TUNNEL_SET, and again after reset.
+    this.tunnelTypes = 0;
     // net.device.89 (empty MAC table), net.device.113 (coalescing 0), VLAN table empty, rx modes default.
     this.mac.set(this.permanentMac);
     this.config.set(this.permanentMac, NetCfg.MAC);
@@ -794,6 +803,15 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
 
   /** Pick the receive pair (RSS, automatic steering, or receiveq1) and compute the packet hash. */
   private steer(data: Uint8Array, info: FrameInfo): { pair: number; hash: { value: number; report: number } } {
+    if (this.tunnelTypes & HashTunnel.VXLAN) {
+      // Inner-header hash: a VXLAN packet (the one enabled type the model recognises) is hashed on its
+      // inner Ethernet frame; anything else on its outer headers (net.device.73).
+      const v = vxlanOffsets(data);
+      if (v) {
+        data = data.subarray(v.innerNh - ETH_HLEN);
+        info = parseFrame(data);
+      }
+    }
     const rss = this.rss;
     if (rss) {
       const h = hashPacket(data, info, rss.hashTypes, rss.key);
@@ -1115,8 +1133,16 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         return this.statsCommand(cmd, data, dv, resultRoom);
       case 9: // VIRTNET_RSS_CTX_CTRL: RSS_CONTEXT is never offered
         return this.refuse('net.driver.98', 'RSS context command without VIRTIO_NET_F_RSS_CONTEXT');
-      case NetCtrl.CLASS_HASH_TUNNEL:
-        return this.refuse('net.driver.78', 'HASH_TUNNEL_SET without VIRTIO_NET_F_HASH_TUNNEL');
+      case NetCtrl.CLASS_HASH_TUNNEL: {
+        if (!this.f.hashTunnel) return this.refuse('net.driver.78', 'HASH_TUNNEL_SET without VIRTIO_NET_F_HASH_TUNNEL');
+        if (cmd !== NetCtrl.HASH_TUNNEL_SET || data.length !== 4) return ERR;
+        const types = dv.getUint32(0, true);
+        const supported = this.cfgView.getUint32(NetCfg.SUPPORTED_TUNNEL_TYPES, true);
+        // net.driver.79 broken; net.device.74: such a command gets VIRTIO_NET_ERR and changes nothing.
+        if (types & ~supported) return this.refuse('net.driver.79', `enabled_tunnel_types 0x${types.toString(16)}, supported 0x${supported.toString(16)}`);
+        this.tunnelTypes = types;
+        return OK;
+      }
     }
     return ERR;
   }

@@ -23,7 +23,7 @@ import { VirtioDriverDevice } from '../core/device.ts';
 import { SplitVirtqueue } from '../core/split.ts';
 import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { ETH_HLEN, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
+import { ETH_HLEN, HashTunnel, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
 import { gsoLayers, gsoSegment, pseudoHeaderFolded, vxlanOffsets, type TunnelOffsets } from './gso.ts';
 import { IpProto, csumAdd, csumFold, parseFrame, writeBe16, type FrameInfo } from './packet.ts';
 
@@ -135,6 +135,8 @@ export class VirtioNetDriver {
   readonly hdrLen: number;
   readonly mac: Uint8Array;
   readonly mtu: number;
+  /** HASH_TUNNEL: supported_tunnel_types, with bits the spec does not define cleared (net.driver.80); 0 without the feature. */
+  readonly supportedTunnelTypes: number;
   readonly maxPairs: number;
   /** Pairs set up; `activePairs` are in use (VQ_PAIRS_SET). */
   readonly pairs: number;
@@ -195,6 +197,7 @@ export class VirtioNetDriver {
       this.mac[0] = (this.mac[0]! | 0x02) & ~0x01;
     }
     this.mtu = this.f.mtu ? dev.config16(NetCfg.MTU) : 1500;
+    this.supportedTunnelTypes = has(NetF.HASH_TUNNEL) ? dev.config32(NetCfg.SUPPORTED_TUNNEL_TYPES) & HashTunnel.DEFINED : 0;
     this.readStatus();
     // net.driver.8, .63, .64: receive buffers big enough for what the device may deliver.
     const frameMax = Math.max(this.mtu + ETH_HLEN + 4, 1518);
@@ -815,6 +818,19 @@ export class VirtioNetDriver {
     const d = new Uint8Array(2);
     new DataView(d.buffer).setUint16(0, vid, true);
     this.mustCommand(NetCtrl.CLASS_VLAN, add ? NetCtrl.VLAN_ADD : NetCtrl.VLAN_DEL, d, 'VLAN');
+  }
+
+  /**
+   * Inner-header hashing for these encapsulation types (HashTunnel bits; 0 turns it off). Bits the
+   * device does not support, or the spec does not define, are refused here and never sent (net.driver.78/.79/.80).
+   */
+  setHashTunnel(types: number): void {
+    this.need(NetF.HASH_TUNNEL, 'net.driver.78', 'HASH_TUNNEL_SET');
+    const extra = (types >>> 0) & ~this.supportedTunnelTypes;
+    if (extra !== 0) throw new UsageError('net.hash.tunnel', 'encapsulation types the device does not support', { statements: ['net.driver.79', 'net.driver.80'], expected: `within 0x${this.supportedTunnelTypes.toString(16)}`, seen: `0x${(types >>> 0).toString(16)}` });
+    const d = new Uint8Array(4);
+    new DataView(d.buffer).setUint32(0, types >>> 0, true);
+    this.mustCommand(NetCtrl.CLASS_HASH_TUNNEL, NetCtrl.HASH_TUNNEL_SET, d, 'HASH_TUNNEL_SET');
   }
 
   /** Use `n` queue pairs (net.driver.89/.90). */
