@@ -1131,3 +1131,70 @@ defineCheck({
     if (v) throw new CheckFailure(`the checking device saw the driver break ${v.id}: ${v.detail}`, { statements: [v.id] });
   },
 });
+
+/** vxlan() with the outer UDP destination port changed (6081: GENEVE, a type the model never matches). */
+function udpEncap(dst: Uint8Array, innerPort: number, port: number): Uint8Array {
+  const f = vxlan(dst, innerPort);
+  const info = parseFrame(f);
+  f[info.l4 + 2] = port >> 8;
+  f[info.l4 + 3] = port & 0xff;
+  f[info.l4 + 6] = f[info.l4 + 7] = 0; // UDP checksum 0 (IPv4: none)
+  return f;
+}
+
+defineCheck({
+  id: 'net.device.hash-inner',
+  title: 'HASH_TUNNEL: with VXLAN enabled, VXLAN packets hash on the inner headers and everything else on the outer; after HASH_TUNNEL_SET(0) and after reset, on the outer',
+  statements: ['net.device.73', 'net.device.75'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['net'], features: [NetF.RSS] },
+  run(ctx) {
+    const feats = NET_DRIVER_FEATURES | bit(NetF.HASH_TUNNEL);
+    const r = rigWith(ctx, NetF.HASH_TUNNEL, 'HASH_TUNNEL', { maxPairs: 4 }, { pairs: 4, features: feats });
+    if (!hasFeature(r.drv.features, NetF.RSS)) throw new CheckSkip('RSS not negotiated');
+    if (!(r.drv.supportedTunnelTypes & HashTunnel.VXLAN)) throw new CheckSkip('the device does not support inner hashing for VXLAN');
+    const types = HashType.UDPv4 | HashType.TCPv4 | HashType.IPv4;
+    const table = [0, 1, 2, 3, 3, 2, 1, 0];
+    const innerOf = (f: Uint8Array): Uint8Array => {
+      const i = parseFrame(f);
+      return f.subarray(i.l4 + 16);
+    };
+    const hashOf = (f: Uint8Array) => hashPacket(f, parseFrame(f), types, DEFAULT_RSS_KEY).value;
+    /** Inject frames; each must land on table[expected hash & 7] and, with HASH_REPORT, report that hash. */
+    const expectHashes = (d: VirtioNetDriver, got: () => RxFrame[], frames: [Uint8Array, number, string, string][]) => {
+      for (const [f] of frames) r.inject(f);
+      d.run(300_000);
+      const fr = got();
+      expectEqual(fr.length, frames.length, [frames[0]![3]], 'frames received');
+      // Queues are serviced in turn, so frames are matched by content, not arrival order.
+      fr.forEach((x) => {
+        const m = frames.find(([f]) => same(f, x.data));
+        if (!m) throw new CheckFailure('a received frame matches none injected', { statements: [frames[0]![3]] });
+        const [, want, what, id] = m;
+        expectEqual(x.pair, table[want & 7]!, [id], `queue of ${what}`);
+        if (hasFeature(d.features, NetF.HASH_REPORT)) expectEqual(x.hashValue, want, [id], `reported hash of ${what}`, true);
+      });
+    };
+    const ports = [1000, 1037, 1074, 1111, 1148, 1185, 1222, 1259];
+    r.drv.setRss({ hashTypes: types, table, key: DEFAULT_RSS_KEY });
+    r.drv.setHashTunnel(HashTunnel.VXLAN);
+    // Enabled: VXLAN on the inner frame; GENEVE-like (not enabled) and plain UDP on the outer headers.
+    expectHashes(r.drv, () => r.received(), [
+      ...ports.map((p) => { const f = vxlan(r.drv.mac, p); return [f, hashOf(innerOf(f)), `VXLAN (inner port ${p}) with VXLAN enabled`, 'net.device.73'] as [Uint8Array, number, string, string]; }),
+      ...ports.map((p) => { const f = udpEncap(r.drv.mac, p, 6081); return [f, hashOf(f), `a UDP-6081 encapsulation (not an enabled type), inner port ${p}`, 'net.device.73'] as [Uint8Array, number, string, string]; }),
+      ...ports.slice(0, 4).map((p) => { const f = udpTo(r.drv.mac, 64, p); return [f, hashOf(f), `plain UDP from port ${p}`, 'net.device.73'] as [Uint8Array, number, string, string]; }),
+    ]);
+    // HASH_TUNNEL_SET(0): VXLAN back on the outer headers.
+    r.drv.setHashTunnel(0);
+    expectHashes(r.drv, () => r.received(), ports.map((p) => { const f = vxlan(r.drv.mac, p); return [f, hashOf(f), `VXLAN (inner port ${p}) after HASH_TUNNEL_SET(0)`, 'net.device.75'] as [Uint8Array, number, string, string]; }));
+    // Enabled again, then a device reset: a new driver that never enables it sees outer hashing.
+    r.drv.setHashTunnel(HashTunnel.VXLAN);
+    r.drv.shutdown();
+    const d2 = VirtioNetDriver.init(r.dut.platform, transportOf(r.dut), withRing(ctx, { pairs: 4, features: feats }));
+    const got: RxFrame[] = [];
+    d2.onReceive((f) => got.push(f));
+    d2.setRss({ hashTypes: types, table, key: DEFAULT_RSS_KEY });
+    expectHashes(d2, () => got.splice(0), ports.map((p) => { const f = vxlan(d2.mac, p); return [f, hashOf(f), `VXLAN (inner port ${p}) after a reset`, 'net.device.75'] as [Uint8Array, number, string, string]; }));
+  },
+});

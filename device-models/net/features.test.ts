@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
 import { NetF, bit } from '../../spec-refs/virtio.ts';
-import { HashReport, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
+import { HashReport, HashTunnel, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
 import { buildVxlan, gsoSegment, vxlanOffsets } from '../../drivers/net/gso.ts';
 import { BROADCAST, EtherType, buildEthernet, buildL4Frame, ip4FromString, macFromString, macToString, parseFrame, parseIp, verifyChecksums } from '../../drivers/net/packet.ts';
 import { NET_DRIVER_FEATURES, completeReceived, type RxFrame } from '../../drivers/net/driver.ts';
@@ -455,5 +455,35 @@ describe('OUT_NET_HEADER and RSC_EXT', () => {
     const fc2 = c.driver.receive()!;
     expect(fc2.flags & NetHdr.F_RSC_INFO).toBe(0);
     expect(fc2.rscSegments).toBe(0);
+  });
+});
+
+describe('HASH_TUNNEL', () => {
+  it('VXLAN hashes on the inner frame only while enabled; unsupported types are refused by the driver; undefined supported bits are ignored', () => {
+    const tb = new NetTestbed();
+    const feats = NET_DRIVER_FEATURES | bit(NetF.HASH_TUNNEL);
+    const a = tb.addGuest();
+    const b = tb.addGuest({ device: { maxPairs: 2, supportedTunnelTypes: HashTunnel.VXLAN | (1 << 20) }, driver: { pairs: 2, features: feats } });
+    expect(b.driver.supportedTunnelTypes).toBe(HashTunnel.VXLAN);
+    expect(() => b.driver.setHashTunnel(HashTunnel.GENEVE)).toThrow(/does not support/);
+    expect(() => b.driver.setHashTunnel(1 << 20)).toThrow(/does not support/);
+    const types = HashType.TCPv4 | HashType.IPv4 | HashType.UDPv4;
+    b.driver.setRss({ hashTypes: types, table: [0, 1], key: DEFAULT_RSS_KEY });
+    const inner = buildL4Frame({ eth: { dst: macFromString('02:aa:00:00:00:01'), src: macFromString('02:aa:00:00:00:02') }, src: ip4FromString('172.16.0.1'), dst: ip4FromString('172.16.0.2'), proto: 'tcp', srcPort: 4242, dstPort: 443 }, new Uint8Array(20)).frame;
+    const frame = buildVxlan({ eth: { dst: b.driver.mac, src: a.driver.mac }, src: ip4FromString('10.0.0.1'), dst: ip4FromString('10.0.0.2') }, inner);
+    const hashes = () => {
+      a.driver.send(frame.slice());
+      tb.runAll(200_000);
+      return b.driver.receive()!.hashValue;
+    };
+    const outerHash = hashPacket(frame, parseFrame(frame), types, DEFAULT_RSS_KEY).value;
+    const innerHash = hashPacket(inner, parseFrame(inner), types, DEFAULT_RSS_KEY).value;
+    expect(outerHash).not.toBe(innerHash);
+    expect(hashes()).toBe(outerHash);
+    b.driver.setHashTunnel(HashTunnel.VXLAN);
+    expect(hashes()).toBe(innerHash);
+    b.driver.setHashTunnel(0);
+    expect(hashes()).toBe(outerHash);
+    expect(b.device.violations).toEqual([]);
   });
 });
