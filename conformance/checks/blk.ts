@@ -8,13 +8,19 @@ import type { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
 import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
-import type { DeviceUnderTest, TargetContext } from '../target.ts';
+import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 import { BLK_JUDGE_STATEMENTS, blkJudge, monitor, raw, simInternals, startRef } from './support.ts';
 
 function blkSession(ctx: TargetContext, dut: DeviceUnderTest, without?: bigint): VirtioBlkDriver {
   const s = startRef(ctx, dut, without !== undefined ? { without } : {});
   if (!s.blk) throw new CheckSkip('not a virtio-blk device');
   return s.blk;
+}
+
+/** A fresh device (with `opts`) and the reference blk driver on it. */
+function newBlkSession(ctx: TargetContext, opts: DeviceOptions = {}, without?: bigint): { dut: DeviceUnderTest; b: VirtioBlkDriver } {
+  const dut = ctx.newDevice(opts);
+  return { dut, b: blkSession(ctx, dut, without) };
 }
 
 /** Submit a request the reference driver would refuse (range requests with chosen flags, unknown types...) and wait for it. */
@@ -77,8 +83,7 @@ defineCheck({
   kind: 'property',
   applies: { devices: ['blk'] },
   run(ctx) {
-    const dut = ctx.newDevice({ params: { readOnly: true } });
-    const b = blkSession(ctx, dut);
+    const { b } = newBlkSession(ctx, { params: { readOnly: true } });
     if (!b.info.readOnly) throw new CheckSkip('device is not read-only on this target');
     checkProperty(ctx, ['blk.device.21'], [fc.integer({ min: 0, max: 64 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 255 })], (sector, sectors, fill) => {
       const before = new Uint8Array(sectors * 512);
@@ -100,8 +105,7 @@ defineCheck({
   kind: 'property',
   applies: { devices: ['blk'] },
   run(ctx) {
-    const dut = ctx.newDevice();
-    const b = blkSession(ctx, dut);
+    const { b } = newBlkSession(ctx);
     const types = [b.info.discard ? Blk.T_DISCARD : -1, b.info.writeZeroes ? Blk.T_WRITE_ZEROES : -1, b.info.secureErase ? Blk.T_SECURE_ERASE : -1].filter((t) => t >= 0);
     if (types.length === 0) throw new CheckSkip('device supports none of DISCARD, WRITE_ZEROES, SECURE_ERASE');
     checkProperty(ctx, ['blk.device.23'], [fc.constantFrom(...types), fc.integer({ min: 1, max: 31 }), fc.boolean()], (type, flagBit, unmapOnDiscard) => {
@@ -121,8 +125,7 @@ defineCheck({
   kind: 'property',
   applies: { devices: ['blk'] },
   run(ctx) {
-    const dut = ctx.newDevice();
-    const b = blkSession(ctx, dut);
+    const { b } = newBlkSession(ctx);
     if (!b.info.writeZeroes) throw new CheckSkip('device does not support WRITE_ZEROES');
     const mayUnmap = b.info.writeZeroes.mayUnmap;
     checkProperty(ctx, ['blk.device.27'], [fc.integer({ min: 0, max: 200 }), fc.integer({ min: 1, max: 24 }), fc.boolean()], (sector, sectors, unmap) => {
@@ -148,8 +151,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['blk'] },
   run(ctx) {
-    const dut = ctx.newDevice();
-    const b = blkSession(ctx, dut, bit(BlkF.ZONED));
+    const { b } = newBlkSession(ctx, {}, bit(BlkF.ZONED));
     for (const type of BLK_ZONE_TYPES) {
       const writable = type === 16; // ZONE_REPORT returns data
       const res = rawRequest(b, type, 0, new Uint8Array(writable ? 64 : 0), writable);
@@ -166,8 +168,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['blk'] },
   run(ctx) {
-    const dut = ctx.newDevice();
-    const b = blkSession(ctx, dut);
+    const { dut, b } = newBlkSession(ctx);
     const offered = hasFeature(b.dev.offered, BlkF.LIFETIME);
     const backend = (dut.internals?.['model'] as { backend?: { kind: string } } | undefined)?.backend;
     if (backend && backend.kind === 'ram') expectThat(!offered, ['blk.device.34'], 'a RAM-backed device offers VIRTIO_BLK_F_LIFETIME');

@@ -5,26 +5,16 @@ import fc from 'fast-check';
 import { Machine } from '../../device-models/machine/machine.ts';
 import type { RegisterHandler } from '../../device-models/machine/bus.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
-import { F, Mmio, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { F, Mmio, bit, hasFeature } from '../../spec-refs/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { attachMonitor } from '../monitor.ts';
 import { RawSplitRing } from '../hostile.ts';
-import { requestQueue, validRequestOnQueue } from './requests.ts';
-import { monitor, raw, simInternals, startRef } from './support.ts';
+import { validRequestOnQueue } from './requests.ts';
+import { monitor, raw, rawLive, simInternals, startRef } from './support.ts';
 
-const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
 
 function live(ctx: Parameters<Parameters<typeof defineCheck>[0]['run']>[0], opts: Parameters<typeof ctx.newDevice>[0] = {}, want: bigint = bit(F.VERSION_1) | 0xffffn) {
-  const dut = ctx.newDevice(opts);
-  const r = raw(dut);
-  const { deviceId } = r.probe();
-  const n = r.negotiate((o) => o & want);
-  const ring = new RawSplitRing(dut.platform, 16);
-  // requests go on queue 0, or virtio-net's transmitq1 (requests.ts)
-  const q = requestQueue(deviceId);
-  r.setupQueue(q, 16, ring.desc, ring.avail, ring.used);
-  r.setStatus(ALL_OK);
-  return { dut, r, ring, deviceId, accepted: n.accepted, q };
+  return rawLive(ctx, { size: 16, want, opts });
 }
 
 // ---------------------------------------------------------------------------- device side

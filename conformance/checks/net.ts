@@ -47,6 +47,13 @@ function withRing(ctx: TargetContext, o: NetDriverOptions = {}): NetDriverOption
   return { ...o, features: ctx.ring === 'packed' ? f | bit(F.RING_PACKED) : f & ~bit(F.RING_PACKED) };
 }
 
+/** rig(), skipping the check when the driver did not negotiate `feature` (`name` in the skip reason). */
+function rigWith(ctx: TargetContext, feature: number, name: string, dev: NetDeviceOptions = {}, drv: NetDriverOptions = {}): Rig {
+  const r = rig(ctx, dev, drv);
+  if (!hasFeature(r.drv.features, feature)) throw new CheckSkip(`${name} not negotiated`);
+  return r;
+}
+
 function rig(ctx: TargetContext, dev: NetDeviceOptions = {}, drv: NetDriverOptions = {}): Rig {
   const dut = ctx.newDevice({ params: dev as Record<string, unknown> });
   const nic = dut.internals?.['model'];
@@ -209,8 +216,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.MTU] },
   run(ctx) {
-    const r = rig(ctx, { mtu: 1280 });
-    if (!hasFeature(r.drv.features, NetF.MTU)) throw new CheckSkip('MTU not negotiated');
+    const r = rigWith(ctx, NetF.MTU, 'MTU', { mtu: 1280 });
     const mtu = r.drv.mtu;
     const f = buildEthernet({ dst: PEER, src: r.drv.mac }, 0x88b5, new Uint8Array(mtu));
     r.drv.send(f);
@@ -457,8 +463,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.MQ] },
   run(ctx) {
-    const r = rig(ctx, { maxPairs: 4 }, { pairs: 4 });
-    if (!hasFeature(r.drv.features, NetF.MQ)) throw new CheckSkip('MQ not negotiated');
+    const r = rigWith(ctx, NetF.MQ, 'MQ', { maxPairs: 4 }, { pairs: 4 });
     // The driver enabled 4 pairs at init; reset to 1 by re-initialising without asking for more.
     r.drv.shutdown();
     const d1 = VirtioNetDriver.init(r.dut.platform, transportOf(r.dut), withRing(ctx, { pairs: 4 }));
@@ -491,8 +496,7 @@ defineCheck({
   run(ctx) {
     if (ctx.transport.endsWith('legacy')) throw new CheckSkip('VIRTIO_NET_F_RSS (bit 60) does not exist on the legacy interface');
     checkProperty(ctx, ['net.device.101'], [fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 3 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: 65535 }), fc.boolean()), { minLength: 1, maxLength: 16 })], (table, unclassified, flows) => {
-      const r = rig(ctx, { maxPairs: 4 }, { pairs: 4 });
-      if (!hasFeature(r.drv.features, NetF.RSS)) throw new CheckSkip('RSS not negotiated');
+      const r = rigWith(ctx, NetF.RSS, 'RSS', { maxPairs: 4 }, { pairs: 4 });
       const types = HashType.TCPv4 | HashType.UDPv4 | HashType.IPv4;
       r.drv.setRss({ hashTypes: types, table, key: DEFAULT_RSS_KEY, unclassified });
       for (const [host, port, tcp] of flows) {
@@ -520,8 +524,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.VQ_NOTF_COAL] },
   run(ctx) {
-    const r = rig(ctx);
-    if (!hasFeature(r.drv.features, NetF.VQ_NOTF_COAL)) throw new CheckSkip('VQ_NOTF_COAL not negotiated');
+    const r = rigWith(ctx, NetF.VQ_NOTF_COAL, 'VQ_NOTF_COAL');
     const set = new Uint8Array(12);
     const v = new DataView(set.buffer);
     v.setUint16(0, 0, true);
@@ -549,8 +552,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.DEVICE_STATS] },
   run(ctx) {
-    const r = rig(ctx);
-    if (!hasFeature(r.drv.features, NetF.DEVICE_STATS)) throw new CheckSkip('DEVICE_STATS not negotiated');
+    const r = rigWith(ctx, NetF.DEVICE_STATS, 'DEVICE_STATS');
     const q = r.drv.command(NetCtrl.CLASS_STATS, NetCtrl.STATS_QUERY, new Uint8Array(0), 8);
     expectThat(q.ack === NetCtrl.OK && q.result.length === 8, ['net.device.114'], 'STATS_QUERY reply', 'OK + 8 bytes', `ack ${q.ack}, ${q.result.length} bytes`);
     const supported = r.drv.statsQuery();
@@ -874,8 +876,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.VQ_NOTF_COAL] },
   run(ctx) {
-    const r = rig(ctx);
-    if (!hasFeature(r.drv.features, NetF.VQ_NOTF_COAL)) throw new CheckSkip('VQ_NOTF_COAL not negotiated');
+    const r = rigWith(ctx, NetF.VQ_NOTF_COAL, 'VQ_NOTF_COAL');
     r.drv.setQueueCoalescing(0, 4, 1000);
     const back = r.drv.getQueueCoalescing(0);
     expectThat(back?.maxPackets === 4 && back.maxUsecs === 1000, ['net.device.107'], 'VQ_SET acknowledged but not applied', '4/1000', JSON.stringify(back));
@@ -900,8 +901,7 @@ defineCheck({
   applies: { devices: ['net'] },
   run(ctx) {
     if (!ctx.target.runsDriverChecks) throw new CheckSkip('driver checks need pvkit\'s checking device');
-    const r = rig(ctx, { ctrlHook: (cls, cmd) => (cls === NetCtrl.CLASS_NOTF_COAL && cmd === NetCtrl.NOTF_COAL_VQ_GET ? { ack: NetCtrl.ERR, result: new Uint8Array([9, 9, 9, 9, 9, 9, 9, 9]) } : undefined) });
-    if (!hasFeature(r.drv.features, NetF.VQ_NOTF_COAL)) throw new CheckSkip('VQ_NOTF_COAL not negotiated');
+    const r = rigWith(ctx, NetF.VQ_NOTF_COAL, 'VQ_NOTF_COAL', { ctrlHook: (cls, cmd) => (cls === NetCtrl.CLASS_NOTF_COAL && cmd === NetCtrl.NOTF_COAL_VQ_GET ? { ack: NetCtrl.ERR, result: new Uint8Array([9, 9, 9, 9, 9, 9, 9, 9]) } : undefined) });
     const v = r.drv.getQueueCoalescing(0);
     expectThat(v === null, ['net.driver.105'], 'values of a NOTF_COAL_VQ_GET answered with ERR were used', 'null', JSON.stringify(v));
   },
@@ -925,8 +925,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.RSS] },
   run(ctx) {
-    const r = rig(ctx, { maxPairs: 4 }, { pairs: 4 });
-    if (!hasFeature(r.drv.features, NetF.RSS)) throw new CheckSkip('RSS not negotiated');
+    const r = rigWith(ctx, NetF.RSS, 'RSS', { maxPairs: 4 }, { pairs: 4 });
     const types = HashType.UDPv4 | HashType.TCPv4 | HashType.IPv4;
     const table = [0, 1, 2, 3, 3, 2, 1, 0];
     const once = (d: VirtioNetDriver, id: string, got: () => RxFrame[]) => {
@@ -958,8 +957,7 @@ defineCheck({
   kind: 'example',
   applies: { devices: ['net'], features: [NetF.DEVICE_STATS] },
   run(ctx) {
-    const r = rig(ctx, { mtu: 9000 });
-    if (!hasFeature(r.drv.features, NetF.DEVICE_STATS)) throw new CheckSkip('DEVICE_STATS not negotiated');
+    const r = rigWith(ctx, NetF.DEVICE_STATS, 'DEVICE_STATS', { mtu: 9000 });
     // White-box: bring rx_bytes of receiveq1 to 2^64 - 2048 (a value a double holds exactly), then receive 2048 bytes.
     r.nic.qstats[0]!.bytes = 2 ** 64 - 2048;
     r.inject(buildEthernet({ dst: r.drv.mac, src: PEER }, 0x88b5, new Uint8Array(2048 - 14)));

@@ -21,6 +21,7 @@ import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expec
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequest, validRequestOnQueue } from './requests.ts';
 import { startRef } from './support.ts';
+import { RawSplitRing } from '../hostile.ts';
 
 const PCI = ['pci'] as const;
 const PCI_ANY = ['pci', 'pci-legacy'] as const;
@@ -88,25 +89,31 @@ function openPci(ctx: TargetContext, opts: DeviceOptions = {}): PciDut {
       return b;
     },
     r(type, off, size) {
-      const c = self.cap(type);
-      const b = self.bar(c.bar);
-      const at = b.addr + c.offset + off;
-      return b.kind === 'io' ? p.pioRead(at, size) : p.mmioRead(at, size);
+      const { io, at } = locate(type, off);
+      return io ? p.pioRead(at, size) : p.mmioRead(at, size);
     },
     w(type, off, size, v) {
-      const c = self.cap(type);
-      const b = self.bar(c.bar);
-      const at = b.addr + c.offset + off;
-      if (b.kind === 'io') p.pioWrite(at, size, v);
+      const { io, at } = locate(type, off);
+      if (io) p.pioWrite(at, size, v);
       else p.mmioWrite(at, size, v);
     },
   };
+  /** Where byte `off` of the structure of capability `type` is: its BAR's space and address. */
+  function locate(type: number, off: number): { io: boolean; at: number } {
+    const c = self.cap(type);
+    const b = self.bar(c.bar);
+    return { io: b.kind === 'io', at: b.addr + c.offset + off };
+  }
   return self;
 }
 
 const C = PciCap.COMMON_CFG;
 const rc = (d: PciDut, off: number, size: 1 | 2 | 4) => d.r(C, off, size);
 const wc = (d: PciDut, off: number, size: 1 | 2 | 4, v: number) => d.w(C, off, size, v);
+/** Select queue `q` and read one of its common configuration fields. */
+const rq = (d: PciDut, q: number, off: number, size: 1 | 2 | 4) => (wc(d, Common.QUEUE_SELECT, 2, q), rc(d, off, size));
+/** Set DRIVER_OK (after FEATURES_OK), the device is live. */
+const driverOk = (d: PciDut) => wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
 
 function offered(d: PciDut): bigint {
   let f = 0n;
@@ -131,59 +138,43 @@ function negotiate(d: PciDut, want: bigint): bigint {
   return acc;
 }
 
-interface RawQueue {
-  readonly size: number;
-  readonly desc: number;
-  readonly avail: number;
-  readonly used: number;
-  availIdx: number;
-}
-
-/** Set up split queue `q` with raw areas (not enabled yet when `enable` is false). */
-function rawSplitQueue(d: PciDut, q: number, size: number, enable = true): RawQueue {
-  const p = d.p;
-  const desc = p.dma.alloc(16 * size, 16);
-  const avail = p.dma.alloc(6 + 2 * size, 2);
-  const used = p.dma.alloc(6 + 8 * size, 4);
+/** Set up split queue `q` on a raw ring (not enabled yet when `enable` is false). */
+function rawSplitQueue(d: PciDut, q: number, size: number, enable = true): RawSplitRing {
+  const ring = new RawSplitRing(d.p, size);
   wc(d, Common.QUEUE_SELECT, 2, q);
   wc(d, Common.QUEUE_SIZE, 2, size);
-  for (const [off, v] of [[Common.QUEUE_DESC, desc], [Common.QUEUE_DRIVER, avail], [Common.QUEUE_DEVICE, used]] as const) {
+  for (const [off, v] of [[Common.QUEUE_DESC, ring.desc], [Common.QUEUE_DRIVER, ring.avail], [Common.QUEUE_DEVICE, ring.used]] as const) {
     wc(d, off, 4, v % 0x1_0000_0000);
     wc(d, off + 4, 4, Math.floor(v / 0x1_0000_0000));
   }
   if (enable) wc(d, Common.QUEUE_ENABLE, 2, 1);
-  return { size, desc, avail, used, availIdx: 0 };
+  return ring;
 }
 
 /** Post one valid request on a raw split queue and notify; returns a verifier. */
-function postRequest(d: PciDut, q: number, rq: RawQueue, deviceType: number): { done(): boolean } {
-  const p = d.p;
-  const req = validRequestOnQueue(p, deviceType);
-  const head = (rq.availIdx * 4) % rq.size;
-  req.segs.forEach((s, k) => {
-    const a = rq.desc + 16 * ((head + k) % rq.size);
-    const last = k === req.segs.length - 1;
-    p.mem.write32(a, s.addr % 0x1_0000_0000);
-    p.mem.write32(a + 4, Math.floor(s.addr / 0x1_0000_0000));
-    p.mem.write32(a + 8, s.len);
-    p.mem.write16(a + 12, (s.write ? 2 : 0) | (last ? 0 : 1));
-    p.mem.write16(a + 14, last ? 0 : (head + k + 1) % rq.size);
-  });
-  p.mem.write16(rq.avail + 4 + 2 * (rq.availIdx % rq.size), head);
-  rq.availIdx++;
-  p.mem.write16(rq.avail + 2, rq.availIdx & 0xffff);
-  const want = rq.availIdx;
+function postRequest(d: PciDut, q: number, ring: RawSplitRing, deviceType: number): { done(): boolean } {
+  const req = validRequestOnQueue(d.p, deviceType);
+  const head = (ring.availIdx * 4) % ring.size;
+  ring.chain(head, req.segs);
+  ring.publish(head);
+  const want = ring.availIdx;
   const nc = d.cap(PciCap.NOTIFY_CFG);
   wc(d, Common.QUEUE_SELECT, 2, q);
   const off = rc(d, Common.QUEUE_NOTIFY_OFF, 2) * nc.mult;
   d.w(PciCap.NOTIFY_CFG, off, 2, q);
-  return { done: () => p.mem.read16(rq.used + 2) === (want & 0xffff) };
+  return { done: () => ring.usedIdx() === want };
 }
 
 function deviceTypeOf(d: PciDut): number {
   const id = identifyVirtioPci({ ...d.a, vendorId: d.bus.read(d.a, 0, 2), deviceId: d.deviceId, revision: d.revision, classCode: 0, subsystemVendorId: 0, subsystemId: d.subsystemId, headerType: 0, interruptPin: 0 });
   if (!id) throw new CheckFailure('not a virtio PCI function', { statements: ['pci.device.2', 'pci.device.3'] });
   return id.deviceType;
+}
+
+function msixOf(d: PciDut) {
+  const msix = d.bus.msix(d.a);
+  if (!msix) throw new CheckSkip('device has no MSI-X capability');
+  return msix;
 }
 
 function waitFor(p: GuestPlatform, cond: () => boolean, ns = 10_000_000): boolean {
@@ -281,8 +272,7 @@ function notifyCapCheck(ctx: TargetContext, withData: boolean): void {
   expectThat(n.length >= w, [S.min], `notify cap.length below ${w}`, `>= ${w}`, String(n.length));
   const nq = rc(d, Common.NUM_QUEUES, 2);
   for (let q = 0; q < nq; q++) {
-    wc(d, Common.QUEUE_SELECT, 2, q);
-    const off = rc(d, Common.QUEUE_NOTIFY_OFF, 2);
+    const off = rq(d, q, Common.QUEUE_NOTIFY_OFF, 2);
     expectThat(n.length >= off * m + w, [S.each, S.all], `queue ${q}'s notify address does not fit the notification structure`, `cap.length >= ${off} * ${m} + ${w}`, String(n.length));
   }
 }
@@ -352,7 +342,7 @@ defineCheck({
     const d = openPci(ctx);
     negotiate(d, 0n);
     rawSplitQueue(d, 0, 8);
-    wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    driverOk(d);
     const g0 = rc(d, Common.CONFIG_GENERATION, 1);
     const dev0 = d.r(PciCap.DEVICE_CFG, 0, 4);
     changeConfig(d.dut);
@@ -379,13 +369,12 @@ defineCheck({
       wc(d, Common.QUEUE_MSIX_VECTOR, 2, 0);
     }
     wc(d, Common.CONFIG_MSIX_VECTOR, 2, 0);
-    wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    driverOk(d);
     wc(d, Common.DEVICE_STATUS, 1, 0);
     expectEqual(rc(d, Common.DEVICE_STATUS, 1), 0, ['pci.device.18'], 'device_status after writing 0');
     expectEqual(rc(d, Common.CONFIG_MSIX_VECTOR, 2), VIRTIO_MSI_NO_VECTOR, ['pci.device.61'], 'config_msix_vector after reset', true);
     for (let q = 0; q < nq; q++) {
-      wc(d, Common.QUEUE_SELECT, 2, q);
-      expectEqual(rc(d, Common.QUEUE_ENABLE, 2), 0, ['pci.device.19'], `queue ${q} queue_enable after reset`);
+      expectEqual(rq(d, q, Common.QUEUE_ENABLE, 2), 0, ['pci.device.19'], `queue ${q} queue_enable after reset`);
       expectEqual(rc(d, Common.QUEUE_RESET, 2), 0, ['pci.device.20'], `queue ${q} queue_reset after reset`);
       expectEqual(rc(d, Common.QUEUE_MSIX_VECTOR, 2), VIRTIO_MSI_NO_VECTOR, ['pci.device.61'], `queue ${q} queue_msix_vector after reset`, true);
     }
@@ -405,11 +394,10 @@ defineCheck({
     if (!hasFeature(acc, F.RING_RESET)) throw new CheckSkip('device does not offer VIRTIO_F_RING_RESET');
     const type = deviceTypeOf(d);
     const qi = requestQueue(type);
-    wc(d, Common.QUEUE_SELECT, 2, qi);
-    const maxSize = rc(d, Common.QUEUE_SIZE, 2); // before any write: the maximum the device offers
+    const maxSize = rq(d, qi, Common.QUEUE_SIZE, 2); // before any write: the maximum the device offers
     const q0 = rawSplitQueue(d, qi, 16);
     expectEqual(rc(d, Common.QUEUE_RESET, 2), 0, ['pci.device.21'], 'queue_reset after queue_enable');
-    wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    driverOk(d);
     const first = postRequest(d, qi, q0, type);
     expectThat(waitFor(d.p, first.done), ['vq_reset.device.3'], 'device did not complete a request before the reset');
     // a request notified but not yet run (the device's notification latency), then the reset
@@ -424,8 +412,7 @@ defineCheck({
     d.p.spin(1_000_000);
     expectEqual(d.p.mem.read16(q0.used + 2), usedBefore, ['vq_reset.device.1'], 'device used a buffer of a reset queue');
     // vq_reset.device.2: the queue starts again from index 0 on a new ring of another size
-    wc(d, Common.QUEUE_SELECT, 2, qi);
-    expectEqual(rc(d, Common.QUEUE_SIZE, 2), maxSize, ['vq_reset.device.2'], 'queue_size after the queue reset (back to the maximum)');
+    expectEqual(rq(d, qi, Common.QUEUE_SIZE, 2), maxSize, ['vq_reset.device.2'], 'queue_size after the queue reset (back to the maximum)');
     const q1 = rawSplitQueue(d, qi, 8);
     const again = postRequest(d, qi, q1, type);
     expectThat(waitFor(d.p, again.done), ['vq_reset.device.2', 'vq_reset.device.3'], 'the re-enabled queue did not process a request from index 0 of its new ring');
@@ -444,12 +431,10 @@ defineCheck({
     negotiate(d, 0n);
     const nq = rc(d, Common.NUM_QUEUES, 2);
     for (const q of [nq, nq + 1, 0xffff]) {
-      wc(d, Common.QUEUE_SELECT, 2, q);
-      expectEqual(rc(d, Common.QUEUE_SIZE, 2), 0, ['pci.device.25'], `queue_size of absent queue ${q}`);
+      expectEqual(rq(d, q, Common.QUEUE_SIZE, 2), 0, ['pci.device.25'], `queue_size of absent queue ${q}`);
     }
     for (let q = 0; q < nq; q++) {
-      wc(d, Common.QUEUE_SELECT, 2, q);
-      const s = rc(d, Common.QUEUE_SIZE, 2);
+      const s = rq(d, q, Common.QUEUE_SIZE, 2);
       expectThat(s === 0 || (s & (s - 1)) === 0, ['pci.device.26'], `queue ${q} presents a size that is not a power of two without RING_PACKED`, 'a power of two', String(s));
     }
   },
@@ -468,7 +453,7 @@ defineCheck({
     const type = deviceTypeOf(d);
     const qi = requestQueue(type);
     const q = rawSplitQueue(d, qi, 16);
-    wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    driverOk(d);
     const req = postRequest(d, qi, q, type);
     expectThat(waitFor(d.p, req.done), ['pci.device.42'], 'device did not complete a request');
     const pciStatus = () => d.bus.read(d.a, 6, 2) & 0x8;
@@ -549,8 +534,7 @@ defineCheck({
   applies: { transports: [...PCI] },
   run(ctx) {
     const d = openPci(ctx);
-    const msix = d.bus.msix(d.a);
-    if (!msix) throw new CheckSkip('device has no MSI-X capability');
+    const msix = msixOf(d);
     const f = internalsOf(d.dut).fn;
     expectEqual(msix.tableSize, f.msixVectors, ['pci.device.56'], 'Table Size + 1 against the vectors the device implements');
     const nq = rc(d, Common.NUM_QUEUES, 2);
@@ -562,7 +546,7 @@ defineCheck({
           wc(d, Common.QUEUE_MSIX_VECTOR, 2, x);
         }
       };
-      const read = () => (event === nq ? rc(d, Common.CONFIG_MSIX_VECTOR, 2) : (wc(d, Common.QUEUE_SELECT, 2, event), rc(d, Common.QUEUE_MSIX_VECTOR, 2)));
+      const read = () => (event === nq ? rc(d, Common.CONFIG_MSIX_VECTOR, 2) : rq(d, event, Common.QUEUE_MSIX_VECTOR, 2));
       write(v);
       if (v < msix.tableSize) expectEqual(read(), v, ['pci.device.58', 'pci.device.60'], `event ${event} mapped to vector ${v}`);
       else expectEqual(read(), VIRTIO_MSI_NO_VECTOR, ['pci.device.63'], `event ${event} mapped outside the table (${v})`, true);
@@ -581,8 +565,7 @@ defineCheck({
   applies: { transports: [...PCI] },
   run(ctx) {
     const d = openPci(ctx);
-    const msix = d.bus.msix(d.a);
-    if (!msix) throw new CheckSkip('device has no MSI-X capability');
+    const msix = msixOf(d);
     const vectors = Array.from({ length: Math.min(msix.tableSize, 4) }, () => d.bus.allocVector());
     d.bus.enableMsix(d.a, msix, d.bars, vectors);
     negotiate(d, 0n);
@@ -592,7 +575,7 @@ defineCheck({
     wc(d, Common.QUEUE_MSIX_VECTOR, 2, VIRTIO_MSI_NO_VECTOR);
     wc(d, Common.QUEUE_ENABLE, 2, 1);
     wc(d, Common.CONFIG_MSIX_VECTOR, 2, VIRTIO_MSI_NO_VECTOR);
-    wc(d, Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    driverOk(d);
     const m = d.dut.machine;
     if (!m) throw new CheckSkip('needs the simulated machine to count interrupts');
     const before = m.irq.delivered;
@@ -652,6 +635,11 @@ function watch(dut: DeviceUnderTest, fn: () => void): { cfgWrites: { off: number
     stop();
   }
   return { cfgWrites, bar };
+}
+
+/** pvkit's PciTransport for the device under test (found by its slot). */
+function driverTransport(dut: DeviceUnderTest, opts?: Parameters<typeof discoverPci>[1]) {
+  return discoverPci(dut.platform, opts).transports.find((x) => x.addr.dev === (dut.location as { dev: number }).dev)!;
 }
 
 function refWorkload(ctx: TargetContext, dut: DeviceUnderTest, extraRing = 0n): void {
@@ -858,7 +846,7 @@ defineCheck({
   run(ctx) {
     for (const params of [{ mappableVectors: 1 }, { msixVectors: 0 }]) {
       const dut = ctx.newDevice({ params });
-      const t = discoverPci(dut.platform).transports.find((x) => x.addr.dev === (dut.location as { dev: number }).dev)!;
+      const t = driverTransport(dut);
       const dev = VirtioDriverDevice.init(dut.platform, t, { features: featureSet(F.VERSION_1), queues: 1 });
       let configSeen = 0;
       dev.onConfigChange(() => configSeen++);
@@ -898,7 +886,7 @@ defineCheck({
       }
       return orig(off, size);
     };
-    const t = discoverPci(dut.platform).transports.find((x) => x.addr.dev === (dut.location as { dev: number }).dev)!;
+    const t = driverTransport(dut);
     const d = VirtioDriverDevice.init(dut.platform, t, { features: featureSet(F.VERSION_1, F.RING_RESET), queues: 1 });
     if (!hasFeature(d.features, F.RING_RESET)) throw new CheckSkip('device does not offer VIRTIO_F_RING_RESET');
     pending = 5;
@@ -925,7 +913,7 @@ defineCheck({
   run(ctx) {
     const dut = ctx.newDevice();
     const { transport, core } = internalsOf(dut);
-    const t = discoverPci(dut.platform, { access: 'pci-cfg' }).transports.find((x) => x.addr.dev === (dut.location as { dev: number }).dev)!;
+    const t = driverTransport(dut, { access: 'pci-cfg' });
     const c = transport.pciCfgCap;
     const seen = watch(dut, () => {
       const d = VirtioDriverDevice.init(dut.platform, t, { features: featureSet(F.VERSION_1), queues: 1 });

@@ -6,36 +6,17 @@
 import fc from 'fast-check';
 import { F, Mmio, Split, Status, bit, featureSet } from '../../spec-refs/virtio.ts';
 import { CheckFailure, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
-import { RawSplitRing, type RawMmio } from '../hostile.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
-import { requestQueue, validRequestOnQueue, type Seg } from './requests.ts';
-import { monitor, raw, simInternals, startRef } from './support.ts';
+import { validRequestOnQueue, type Seg } from './requests.ts';
+import { monitor, rawLive, simInternals, startRef, type RawLive } from './support.ts';
 import { SharedDevice } from './shared.ts';
 
-const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
 const QSIZE = 64;
 
-interface Live {
-  dut: DeviceUnderTest;
-  r: RawMmio;
-  ring: RawSplitRing;
-  deviceId: number;
-  accepted: bigint;
-  /** The queue requests go on (virtio-net: transmitq1; others: 0), see requests.ts. */
-  q: number;
-}
+type Live = RawLive;
 
 function live(ctx: TargetContext, want: bigint): Live {
-  const dut = ctx.newDevice();
-  const r = raw(dut);
-  const { deviceId } = r.probe();
-  const n = r.negotiate((o) => o & (want | bit(F.VERSION_1)));
-  if (!n.featuresOk) throw new CheckFailure('device refused a subset of its own offer', { statements: ['features.device.2'] });
-  const ring = new RawSplitRing(dut.platform, QSIZE);
-  const q = requestQueue(deviceId);
-  r.setupQueue(q, QSIZE, ring.desc, ring.avail, ring.used);
-  r.setStatus(ALL_OK);
-  return { dut, r, ring, deviceId, accepted: n.accepted, q };
+  return rawLive(ctx, { size: QSIZE, want: want | bit(F.VERSION_1), requireFeaturesOk: true });
 }
 
 /** Write `segs` as a chain at `first`; with `indirectFrom` >= 0 the segments from that index go into an indirect table. */

@@ -10,11 +10,22 @@ import { BlkConfig } from '../../spec-refs/blk-layout.ts';
 
 const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';
+import type { DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequestOnQueue } from './requests.ts';
-import { monitor, newDeviceWith, raw, simInternals, startRef, transportOf } from './support.ts';
+import { monitor, newDeviceWith, raw, rawLive, simInternals, startRef, transportOf } from './support.ts';
 
 const ALL_OK = Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK;
 const SUSPEND = 16;
+
+/** Whether bringing the device up with the reference driver fails (throws). */
+function refStartFails(ctx: TargetContext, dut: DeviceUnderTest): boolean {
+  try {
+    startRef(ctx, dut);
+    return false;
+  } catch {
+    return true;
+  }
+}
 
 // ---------------------------------------------------------------------------- device side
 
@@ -119,14 +130,7 @@ defineCheck({
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
     checkProperty(ctx, ['status_init.device.5'], [fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 200_000 })], (inflight, resetAfterNs) => {
-      const dut = ctx.newDevice({ params: { latencyNs: 100_000, completionDelayNs: 100_000 } });
-      const r = raw(dut);
-      const { deviceId } = r.probe();
-      const rq = requestQueue(deviceId); // virtio-net: transmitq1 (requests.ts)
-      r.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
-      const ring = new RawSplitRing(dut.platform, 32);
-      r.setupQueue(rq, 32, ring.desc, ring.avail, ring.used);
-      r.setStatus(ALL_OK);
+      const { dut, r, q: rq, ring, deviceId } = rawLive(ctx, { size: 32, want: bit(F.VERSION_1) | 0xffffn, opts: { params: { latencyNs: 100_000, completionDelayNs: 100_000 } } }); // rq: virtio-net's transmitq1
       for (let i = 0; i < inflight; i++) {
         const req = validRequestOnQueue(dut.platform, deviceId);
         ring.chain(i * 4, req.segs);
@@ -160,13 +164,7 @@ defineCheck({
   kind: 'example',
   applies: { rings: ['split'], transports: ['mmio'] },
   run(ctx) {
-    const dut = ctx.newDevice();
-    const r = raw(dut);
-    const rq = requestQueue(r.probe().deviceId); // virtio-net: transmitq1 (requests.ts)
-    r.negotiate((o) => o & (bit(F.VERSION_1) | 0xffffn));
-    const ring = new RawSplitRing(dut.platform, 8);
-    r.setupQueue(rq, 8, ring.desc, ring.avail, ring.used);
-    r.setStatus(ALL_OK);
+    const { dut, r, q: rq, ring } = rawLive(ctx, { size: 8, want: bit(F.VERSION_1) | 0xffffn }); // rq: virtio-net's transmitq1 (requests.ts)
     const buf = dut.platform.dma.alloc(64);
     // a descriptor loop: 0 -> 1 -> 0
     ring.setDesc(0, { addr: buf, len: 16, flags: 1, next: 1 });
@@ -290,12 +288,7 @@ defineCheck({
     const dut = newDeviceWith(ctx, (m) => ({ acceptFeatures: (f: bigint) => !refuse && m.acceptFeatures(f) }));
     const sim = simInternals(dut);
     const mon = monitor(dut);
-    let threw = false;
-    try {
-      startRef(ctx, dut);
-    } catch {
-      threw = true;
-    }
+    const threw = refStartFails(ctx, dut);
     expectThat(threw, ['status_init.driver.11'], 'driver reported success although FEATURES_OK was refused');
     const st = sim.core.status;
     expectEqual(st & Status.DRIVER_OK, 0, ['status_init.driver.11', 'features.driver.7'], 'driver set DRIVER_OK after the refusal');
@@ -319,12 +312,7 @@ defineCheck({
     const dut = newDeviceWith(ctx, (m) => ({ offeredFeatures: m.offeredFeatures & ~bit(F.VERSION_1) }));
     const sim = simInternals(dut);
     const mon = monitor(dut);
-    let threw = false;
-    try {
-      startRef(ctx, dut);
-    } catch {
-      threw = true;
-    }
+    const threw = refStartFails(ctx, dut);
     expectThat(threw, ['features.driver.7'], 'driver went on without VERSION_1');
     expectThat((sim.core.status & Status.FAILED) !== 0 && (sim.core.status & Status.DRIVER_OK) === 0, ['features.driver.7', 'status_init.driver.11'], 'driver did not fail the device', 'FAILED without DRIVER_OK', statusNames(sim.core.status));
     mon.detach();

@@ -15,9 +15,10 @@ import { BlkConfig, BlkDwz, BlkReqHeader } from '../../spec-refs/blk-layout.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
 import type { VirtioMmioDevice } from '../../device-models/virtio/mmio.ts';
 import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';
-import { Blk, DeviceType, F, featureSet } from '../../spec-refs/virtio.ts';
+import { Blk, DeviceType, F, Status, featureSet } from '../../spec-refs/virtio.ts';
 import { CheckFailure, CheckSkip } from '../check.ts';
-import { RawMmio } from '../hostile.ts';
+import { RawMmio, RawSplitRing } from '../hostile.ts';
+import { requestQueue } from './requests.ts';
 import { attachMonitor, type Monitor, type MonitorOptions, type ObservedChain } from '../monitor.ts';
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 
@@ -47,6 +48,35 @@ export function mmioBase(dut: DeviceUnderTest): number {
 
 export function raw(dut: DeviceUnderTest): RawMmio {
   return new RawMmio(dut.platform, mmioBase(dut));
+}
+
+/** A live device driven through raw virtio-mmio registers, one raw split ring on its request queue. */
+export interface RawLive {
+  dut: DeviceUnderTest;
+  r: RawMmio;
+  ring: RawSplitRing;
+  deviceId: number;
+  accepted: bigint;
+  /** The queue requests go on (virtio-net: transmitq1; others: 0), see requests.ts. */
+  q: number;
+}
+
+/**
+ * Probe, negotiate `offered & want`, set up a raw split ring of `size` on the request queue and
+ * set DRIVER_OK. With `requireFeaturesOk`, a device refusing that subset of its own offer fails
+ * (features.device.2) right after the negotiation.
+ */
+export function rawLive(ctx: TargetContext, o: { size: number; want: bigint; opts?: DeviceOptions; requireFeaturesOk?: boolean }): RawLive {
+  const dut = ctx.newDevice(o.opts ?? {});
+  const r = raw(dut);
+  const { deviceId } = r.probe();
+  const n = r.negotiate((x) => x & o.want);
+  if (o.requireFeaturesOk && !n.featuresOk) throw new CheckFailure('device refused a subset of its own offer', { statements: ['features.device.2'] });
+  const ring = new RawSplitRing(dut.platform, o.size);
+  const q = requestQueue(deviceId);
+  r.setupQueue(q, o.size, ring.desc, ring.avail, ring.used);
+  r.setStatus(Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+  return { dut, r, ring, deviceId, accepted: n.accepted, q };
 }
 
 /** The driver-side transport for the device under test (probing, as a driver does). */

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../../spec-refs/catalog.ts';
 import { main } from '../cli.ts';
+import { parseRuns } from './conformance.ts';
 
 /** Run the pvkit CLI in this process (fast), capturing what it prints and its exit code. */
 async function pvkit(...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -47,6 +48,34 @@ describe('pvkit conformance (CLI)', () => {
       expect(r.err.trim().split('\n')).toHaveLength(1);
       expect(r.err).toMatch(/^pvkit: /);
     }
+  });
+
+  it('bad --runs/--seed/--shard values: one line, exit 2, naming the flag, what was expected and the raw text', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--runs', 'abc'], /^pvkit: --runs must be a positive integer, got "abc"\n$/],
+      [['--runs', '0'], /^pvkit: --runs must be a positive integer, got "0"\n$/],
+      [['--runs', '1.5'], /^pvkit: --runs must be a positive integer, got "1\.5"\n$/],
+      [['--runs', '-3'], /^pvkit: --runs must be a positive integer, got "-3"\n$/],
+      [['--runs', '2', '--runs', '3'], /^pvkit: --runs given 2 times \("2", "3"\); expected one positive integer\n$/],
+      [['--seed', '1.5'], /^pvkit: --seed must be an integer or 'random', got "1\.5"\n$/],
+      [['--seed', '1', '--seed', '2'], /^pvkit: --seed given 2 times \("1", "2"\); expected one integer or 'random'\n$/],
+      [['--shard', '0/2'], /^pvkit: --shard must be I\/N with 1 <= I <= N \(e\.g\. 1\/4\), got "0\/2"\n$/],
+      [['--shard', '1/2', '--shard', '2/2'], /^pvkit: --shard given 2 times \("1\/2", "2\/2"\); expected one I\/N\n$/],
+    ];
+    for (const [args, want] of cases) {
+      const r = await pvkit('conformance', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.err, args.join(' ')).toMatch(want);
+    }
+    const bin = pvkitBin('conformance', '--runs', 'abc');
+    expect(bin.code).toBe(2);
+    expect(bin.err).toBe('pvkit: --runs must be a positive integer, got "abc"\n');
+  });
+
+  it('parseRuns accepts positive integers given as text or number', () => {
+    expect(parseRuns('7')).toBe(7);
+    expect(parseRuns(25)).toBe(25);
+    expect(() => parseRuns('abc')).toThrow(/--runs must be a positive integer, got "abc"/);
   });
 
   it('runs selected checks, writes json/junit/html, and shards merge back into the unsharded result', async () => {

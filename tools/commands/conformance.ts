@@ -25,7 +25,8 @@ interface ConformanceArgs {
   transport?: string;
   ring?: string;
   seed?: string;
-  runs: number;
+  /** Parsed here, not by yargs: a yargs number option turns `abc` into NaN and the message into "got null". */
+  runs: number | string;
   grep?: string;
   check?: string;
   shard?: string;
@@ -59,7 +60,22 @@ function list(v: string | undefined): string[] | undefined {
   return items.length ? items : undefined;
 }
 
-export function parseShard(s: string): { index: number; count: number } {
+/** One value for a flag: yargs hands an array when a flag is repeated; that is a usage error, not a crash. */
+function single(flag: string, v: unknown, expected: string): string {
+  if (Array.isArray(v)) usage(`--${flag} given ${v.length} times (${v.map((x) => JSON.stringify(x)).join(', ')}); expected one ${expected}`);
+  return String(v);
+}
+
+/** --runs: a positive decimal integer (the raw text is named in the error, never NaN/null). */
+export function parseRuns(v: number | string | readonly unknown[]): number {
+  const s = single('runs', v, 'positive integer').trim();
+  const n = Number(s);
+  if (!/^[0-9]+$/.test(s) || !Number.isSafeInteger(n) || n < 1) usage(`--runs must be a positive integer, got ${JSON.stringify(s)}`);
+  return n;
+}
+
+export function parseShard(raw: string): { index: number; count: number } {
+  const s = single('shard', raw, 'I/N');
   const m = /^([1-9][0-9]*)\/([1-9][0-9]*)$/.exec(s.trim());
   if (!m) usage(`--shard must be I/N with 1 <= I <= N (e.g. 1/4), got ${JSON.stringify(s)}`);
   const index = Number(m[1]);
@@ -92,11 +108,12 @@ export function buildRunConfig(a: Omit<ConformanceArgs, 'reporter' | 'out' | 've
   }
   let seed = DEFAULT_SEED;
   if (a.seed !== undefined) {
+    single('seed', a.seed, "integer or 'random'");
     if (a.seed === 'random') seed = (Math.random() * 0x7fff_ffff) | 0;
     else if (/^-?[0-9]+$/.test(String(a.seed)) && Number.isSafeInteger(Number(a.seed))) seed = Number(a.seed) | 0;
     else usage(`--seed must be an integer or 'random', got ${JSON.stringify(a.seed)}`);
   }
-  if (!Number.isInteger(a.runs) || a.runs < 1) usage(`--runs must be a positive integer, got ${JSON.stringify(a.runs)}`);
+  const runs = parseRuns(a.runs);
   if (a.check !== undefined && !registeredChecks().some((c) => c.id === a.check)) usage(`no check with id ${JSON.stringify(a.check)} (pvkit conformance --list shows them)`);
   return {
     target: target.name,
@@ -104,7 +121,7 @@ export function buildRunConfig(a: Omit<ConformanceArgs, 'reporter' | 'out' | 've
     transports,
     rings,
     seed,
-    runs: a.runs,
+    runs,
     ...(a.grep !== undefined ? { grep: a.grep } : {}),
     ...(a.check !== undefined ? { check: a.check } : {}),
     ...(a.shard !== undefined ? { shard: parseShard(a.shard) } : {}),
@@ -207,7 +224,7 @@ export const conformanceCommand: CommandModule<object, ConformanceArgs & { dirs?
             .option('transport', { type: 'string', describe: `comma list of ${TRANSPORTS.join(', ')} (default: all the target has)` })
             .option('ring', { type: 'string', describe: 'comma list of split, packed (default: all the target has)' })
             .option('seed', { type: 'string', describe: `run seed: an integer or 'random' (default ${DEFAULT_SEED})` })
-            .option('runs', { type: 'number', default: DEFAULT_RUNS, describe: 'fast-check runs per property check' })
+            .option('runs', { type: 'string', default: String(DEFAULT_RUNS), describe: 'fast-check runs per property check' })
             .option('grep', { type: 'string', describe: 'only checks whose id, title or statement ids contain TEXT' })
             .option('check', { type: 'string', describe: 'only the check with this exact id (replay)' })
             .option('shard', { type: 'string', describe: 'I/N: run the I-th of N deterministic shards (by check id hash)' })
