@@ -175,6 +175,11 @@ describe.skipIf(skipQemu)('QEMU launcher (real QEMU)', () => {
       s.qmp.execute('block_resize', { device: 'disk0', size: 16 << 20 });
       expect(s.platform.mmioRead(cfg, 4)).toBe((16 << 20) / 512);
       expect(() => s.qmp.execute('block_resize', { device: 'nope', size: 512 })).toThrow(/nope/);
+      // events ({"timestamp": ..., "event": "STOP"}) are not replies: each command still gets its own
+      s.qmp.execute('stop');
+      expect(s.qmp.execute('query-status')).toMatchObject({ running: false });
+      s.qmp.execute('cont');
+      expect(s.qmp.execute('query-status')).toMatchObject({ running: true });
     } finally {
       await s.close();
     }

@@ -9,7 +9,12 @@ import type { SyncChannel } from '../../drivers/platform/qtest/sync-channel.ts';
  */
 export class QmpError extends PvkitError {}
 
-export const QMP_ASYNC_PREFIXES = ['{"event"', '{"QMP"'] as const;
+/**
+ * Lines that are not replies: the greeting, and events. QEMU serializes an event's timestamp
+ * first (`{"timestamp": {...}, "event": "SHUTDOWN", ...}`, seen on 7.2), so `{"event"` alone
+ * never matched one and an event (BLOCK_IO_ERROR, say) would have been taken as a command's reply.
+ */
+export const QMP_ASYNC_PREFIXES = ['{"timestamp"', '{"event"', '{"QMP"'] as const;
 
 export class QmpClient {
   private ready = false;
@@ -28,6 +33,11 @@ export class QmpClient {
       msg = JSON.parse(rep.lines[0]!) as typeof msg;
     } catch {
       throw new QmpError('qmp.protocol', 'malformed QMP reply', { seen: rep.lines[0]!.slice(0, 120) });
+    }
+    if (typeof msg !== 'object' || msg === null || (!('return' in msg) && !('error' in msg))) {
+      // not a reply: the stream is out of step; nothing later on this channel can be trusted
+      this.chan.poison(`QMP reply stream out of step at ${command}`);
+      throw new QmpError('qmp.desync', 'QMP line is not a reply', { expected: '{"return": ...} or {"error": ...}', seen: rep.lines[0]!.slice(0, 120) });
     }
     if (msg.error) throw new QmpError('qmp.error', `QMP ${command} failed: ${msg.error.desc ?? msg.error.class ?? 'error'}`);
     return msg.return;

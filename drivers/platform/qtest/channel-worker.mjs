@@ -55,7 +55,7 @@ function onData(chunk) {
     }
     if (!pending) {
       // A response nobody asked for: protocol desynchronised. Remember it for the next request.
-      closedReason = closedReason ?? `unexpected line from qtest peer: ${JSON.stringify(line.slice(0, 80))}`;
+      closedReason = closedReason ?? `qtest response stream out of step: a line nobody asked for: ${JSON.stringify(line.slice(0, 80))}`;
       continue;
     }
     pending.lines.push(line);

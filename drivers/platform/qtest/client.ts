@@ -13,6 +13,27 @@ import type { SyncChannel } from './sync-channel.ts';
  * addresses merge into one b64write (executed atomically by QEMU's main loop).
  */
 export class QtestError extends PvkitError {}
+/**
+ * The response stream no longer matches the commands sent (a line too many, too few, or out of
+ * order). The session is unusable afterwards: the channel is marked broken, so every later call
+ * fails too instead of returning another command's answer.
+ */
+export class QtestDesyncError extends QtestError {}
+
+// What a command's response must look like (checked line by line before any value is used).
+const R_OK = 0; // exactly "OK" (stores, memset, port writes, irq_intercept_in)
+const R_VALUE = 1; // "OK 0x<hex>" (readb/w/l/q, inb/w/l)
+const R_B64 = 2; // "OK <base64>" of exactly the requested length
+const R_ANY = 3; // "OK" or "OK <anything>" (command())
+/**
+ * Every batch that waits for answers ends with this fence: its response, "OK little", is one no
+ * other command pvkit sends can produce, so a stream that gained a line (or lost one to an earlier
+ * batch) shows at the fence before any value of the batch is used.
+ */
+const FENCE = 'endianness';
+const FENCE_REPLY = 'OK little';
+const B64_LINE = /^OK [A-Za-z0-9+/]*={0,2}$/;
+const VALUE_LINE = /^OK 0x[0-9a-fA-F]+$/;
 
 const MAX_MERGED_WRITE = 64 * 1024;
 const TWO32 = 0x1_0000_0000;
@@ -24,6 +45,9 @@ export interface QtestStats {
 
 export class QtestClient {
   private queue: string[] = [];
+  // per queued command: the response shape (R_*) and, for b64read, the byte count
+  private shapes: number[] = [];
+  private b64lens: number[] = [];
   // the tail memory write being merged: [pendAddr, pendAddr + pendLen)
   private pendBuf = new Uint8Array(4096);
   private pendAddr = -1;
@@ -61,44 +85,44 @@ export class QtestClient {
 
   memset(addr: number, len: number, value: number): void {
     if (len <= 0) return;
-    this.push(`memset ${hex(addr)} ${len} ${hex(value & 0xff)}`);
+    this.push(`memset ${hex(addr)} ${len} ${hex(value & 0xff)}`, R_OK);
   }
 
   /** MMIO (or any physical-address) store of 1, 2, 4 or 8 bytes. */
   write(addr: number, size: 1 | 2 | 4 | 8, value: number): void {
-    this.push(`write${SUFFIX[size]} ${hex(addr)} ${hexValue(value, size)}`);
+    this.push(`write${SUFFIX[size]} ${hex(addr)} ${hexValue(value, size)}`, R_OK);
   }
 
   out(port: number, size: 1 | 2 | 4, value: number): void {
-    this.push(`out${SUFFIX[size]} ${hex(port & 0xffff)} ${hexValue(value, size)}`);
+    this.push(`out${SUFFIX[size]} ${hex(port & 0xffff)} ${hexValue(value, size)}`, R_OK);
   }
 
   // ---------------------------------------------------------------- commands with answers
 
   read(addr: number, size: 1 | 2 | 4 | 8): number {
-    this.push(`read${SUFFIX[size]} ${hex(addr)}`);
+    this.push(`read${SUFFIX[size]} ${hex(addr)}`, R_VALUE);
     return parseValue(this.flushLast(), size);
   }
 
   /** Several reads of one size in one round trip. */
   readMany(addrs: readonly number[], size: 1 | 2 | 4 | 8): number[] {
     if (addrs.length === 0) return [];
-    for (const a of addrs) this.push(`read${SUFFIX[size]} ${hex(a)}`);
+    for (const a of addrs) this.push(`read${SUFFIX[size]} ${hex(a)}`, R_VALUE);
     const lines = this.flush();
     return lines.slice(lines.length - addrs.length).map((l) => parseValue(l, size));
   }
 
   in(port: number, size: 1 | 2 | 4): number {
-    this.push(`in${SUFFIX[size]} ${hex(port & 0xffff)}`);
+    this.push(`in${SUFFIX[size]} ${hex(port & 0xffff)}`, R_VALUE);
     return parseValue(this.flushLast(), size);
   }
 
   /** Read several guest-physical ranges in one round trip. */
   readMem(ranges: readonly (readonly [addr: number, len: number])[]): Uint8Array[] {
-    for (const [a, l] of ranges) {
-      if (l <= 0) throw new QtestError('qtest.usage', 'b64read needs a positive length', { seen: String(l) });
-      this.push(`b64read ${hex(a)} ${l}`);
+    for (const [, l] of ranges) {
+      if (!Number.isSafeInteger(l) || l <= 0) throw new QtestError('qtest.usage', 'b64read needs a positive length', { seen: String(l) });
     }
+    for (const [a, l] of ranges) this.push(`b64read ${hex(a)} ${l}`, R_B64, l);
     const lines = this.flush();
     const res: Uint8Array[] = [];
     const first = lines.length - ranges.length;
@@ -116,29 +140,67 @@ export class QtestClient {
   /** A command whose response is returned verbatim (after the OK check), e.g. `endianness`. */
   command(line: string): string {
     if (/[\n\r]/.test(line)) throw new QtestError('qtest.usage', 'a qtest command is one line');
-    this.push(line);
+    this.push(line, R_ANY);
     return this.flushLast();
   }
 
   irqInterceptIn(qomPath: string): void {
-    this.command(`irq_intercept_in ${qomPath}`);
+    this.push(`irq_intercept_in ${qomPath}`, R_OK);
+    this.flush();
   }
 
-  /** Send everything queued and wait for it; returns the responses. Also collects IRQ lines. */
+  /**
+   * Send everything queued and wait for it; returns the responses (one per queued command, in
+   * order). Also collects IRQ lines. Every response is checked against its command before any is
+   * used: a refusal ("FAIL ..."/"ERR ...") is a QtestError (the stream is still in step), a
+   * response of the wrong shape or a missing fence a QtestDesyncError (the session is over).
+   */
   flush(): string[] {
     this.closePend();
     const q = this.queue;
+    const shapes = this.shapes;
+    const b64lens = this.b64lens;
     this.queue = [];
+    this.shapes = [];
+    this.b64lens = [];
     this.stats.roundTrips++;
-    const rep = this.chan.transact(q.length ? q.join('\n') + '\n' : '', q.length);
-    this.takeIrqs(rep.irqs);
-    for (let i = 0; i < rep.lines.length; i++) {
-      const l = rep.lines[i]!;
-      if (l !== 'OK' && !l.startsWith('OK ')) {
-        throw new QtestError('qtest.fail', 'QEMU refused a qtest command', { expected: 'OK', seen: `${JSON.stringify(l)} for ${JSON.stringify(abbrev(q[i]!))}` });
-      }
+    if (q.length === 0) {
+      const rep = this.chan.transact('', 0);
+      this.takeIrqs(rep.irqs);
+      return [];
     }
-    return rep.lines as string[];
+    const rep = this.chan.transact(q.join('\n') + '\n' + FENCE + '\n', q.length + 1);
+    this.takeIrqs(rep.irqs);
+    const lines = rep.lines;
+    if (lines.length !== q.length + 1 || lines[q.length] !== FENCE_REPLY) {
+      this.desync('the batch did not end with the fence\'s answer', FENCE_REPLY, lines[lines.length - 1], q[q.length - 1]);
+    }
+    let refused: QtestError | undefined;
+    for (let i = 0; i < q.length; i++) {
+      const l = lines[i]!;
+      if (l.startsWith('FAIL') || l.startsWith('ERR')) {
+        refused ??= new QtestError('qtest.fail', 'QEMU refused a qtest command', { expected: 'OK', seen: `${JSON.stringify(l)} for ${JSON.stringify(abbrev(q[i]!))}` });
+        continue;
+      }
+      const shape = shapes[i]!;
+      let ok: boolean;
+      if (shape === R_OK) ok = l === 'OK';
+      else if (shape === R_VALUE) ok = VALUE_LINE.test(l);
+      else if (shape === R_B64) ok = B64_LINE.test(l) && l.length - 3 === 4 * Math.ceil(b64lens[i]! / 3);
+      else ok = l === 'OK' || l.startsWith('OK ');
+      if (!ok) this.desync(`response ${i + 1} of ${q.length} does not fit its command`, SHAPE_NAMES[shape]!, l, q[i]);
+    }
+    if (refused) throw refused;
+    return lines.slice(0, q.length) as string[];
+  }
+
+  private desync(what: string, expected: string, seen: string | undefined, cmd: string | undefined): never {
+    const err = new QtestDesyncError('qtest.desync', `qtest response stream out of step: ${what} (the session is unusable)`, {
+      expected: `${expected} for ${JSON.stringify(abbrev(cmd ?? ''))}`,
+      seen: seen === undefined ? 'no line' : JSON.stringify(abbrev(seen)),
+    });
+    this.chan.poison(err.message);
+    throw err;
   }
 
   /** Collect asynchronous IRQ lines (flushing queued commands too). */
@@ -158,9 +220,11 @@ export class QtestClient {
     }
   }
 
-  private push(cmd: string): void {
+  private push(cmd: string, shape: number, b64len = 0): void {
     this.closePend();
     this.queue.push(cmd);
+    this.shapes.push(shape);
+    this.b64lens.push(b64len);
     this.stats.commands++;
   }
 
@@ -168,6 +232,8 @@ export class QtestClient {
     if (this.pendLen === 0) return;
     const b64 = Buffer.from(this.pendBuf.buffer, this.pendBuf.byteOffset, this.pendLen).toString('base64');
     this.queue.push(`b64write ${hex(this.pendAddr)} ${this.pendLen} ${b64}`);
+    this.shapes.push(R_OK);
+    this.b64lens.push(0);
     this.stats.commands++;
     this.pendLen = 0;
     this.pendAddr = -1;
@@ -184,6 +250,7 @@ export class QtestClient {
 }
 
 const SUFFIX = { 1: 'b', 2: 'w', 4: 'l', 8: 'q' } as const;
+const SHAPE_NAMES = ['"OK"', '"OK 0x<hex>"', '"OK <base64 of the requested length>"', '"OK ..."'];
 
 function hexValue(v: number, size: number): string {
   if (!Number.isSafeInteger(v) || v < 0) {

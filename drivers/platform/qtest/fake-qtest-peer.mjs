@@ -10,6 +10,8 @@
 //   +0x10 DATA   scratch register
 //   +0x14 HANG   write: stop answering
 //   +0x18 DIE    write: exit at once
+//   +0x1c EXTRA  write N: answer this write with N extra "OK" lines (a peer out of step)
+//   +0x20 DUP    write: answer the next command twice (a duplicated response)
 import net from 'node:net';
 import fs from 'node:fs';
 
@@ -20,6 +22,8 @@ const DEV = 0xfe000000;
 let data = 0;
 let hung = false;
 let port510 = 0;
+let extra = 0;
+let dup = false;
 const log = fs.openSync(logPath, 'w');
 
 const sock = net.connect(socketPath);
@@ -33,7 +37,16 @@ sock.on('data', (chunk) => {
     buf = buf.slice(nl + 1);
     fs.writeSync(log, line.slice(0, 200) + '\n');
     if (hung) continue;
-    const out = handle(line.split(' '));
+    const wasDup = dup;
+    let out = handle(line.split(' '));
+    if (out !== null && extra > 0) {
+      out = `${'OK\n'.repeat(extra)}${out}`;
+      extra = 0;
+    }
+    if (out !== null && wasDup) {
+      out = `${out}\n${out}`;
+      dup = false;
+    }
     if (out !== null) sock.write(out + '\n');
   }
 });
@@ -87,6 +100,12 @@ function devWrite(off, v) {
       return null;
     case 0x18:
       process.exit(3);
+    case 0x1c:
+      extra = v;
+      return null;
+    case 0x20:
+      dup = true;
+      return null;
   }
   return null;
 }

@@ -10,8 +10,8 @@ import type { QtestClient } from './client.ts';
  * fetched in the same round trip (so loads never see a later device write on one line and an
  * earlier one on another), plus the driver's own stores applied on top.
  *
- * - Stores update cached lines and are posted to QEMU as byte-exact b64writes in program order
- *   (never whole lines: a device may be writing other bytes of the same line, as in a packed ring).
+ * - Stores are posted to QEMU as byte-exact b64writes in program order (never whole lines: a
+ *   device may be writing other bytes of the same line, as in a packed ring).
  * - A load after a store takes a new snapshot: the posted stores go out first, in the same round
  *   trip, so the load sees the device's state after it saw the stores. This is the store->load
  *   ordering virtio's notification suppression relies on (driver: write avail idx, then read
@@ -203,13 +203,16 @@ export class QtestMemory implements GuestMemoryAccess {
     return out;
   }
 
+  // Stores are posted and mark the snapshot stale; they do not patch the cached lines: the next
+  // load takes a new snapshot anyway (store->load order), with the stores applied by QEMU first,
+  // so a patched line would never be read. (An earlier version patched them: dead code that the
+  // coherence property could not tell from its absence.)
   writeBytes(gpa: number, data: Uint8Array): void {
     const len = data.length;
     this.check(gpa, len);
     if (len === 0) return;
     this.client.writeMem(gpa, data);
     this.storedSinceSnapshot = true;
-    this.updateCachedLines(gpa, len, (bytes, off, done, n) => bytes.set(data.subarray(done, done + n), off));
   }
 
   fill(gpa: number, len: number, value: number): void {
@@ -217,19 +220,5 @@ export class QtestMemory implements GuestMemoryAccess {
     if (len === 0) return;
     this.client.memset(gpa, len, value);
     this.storedSinceSnapshot = true;
-    this.updateCachedLines(gpa, len, (bytes, off, _done, n) => bytes.fill(value, off, off + n));
-  }
-
-  /** Keep cached lines coherent with our own stores: `store` updates the part of each cached line in [gpa, gpa+len). */
-  private updateCachedLines(gpa: number, len: number, store: (bytes: Uint8Array, off: number, done: number, n: number) => void): void {
-    let done = 0;
-    while (done < len) {
-      const a = gpa + done;
-      const off = a % this.lineSize;
-      const n = Math.min(len - done, this.lineSize - off);
-      const l = this.lines.get(Math.floor(a / this.lineSize));
-      if (l) store(l.bytes, off, done, n);
-      done += n;
-    }
   }
 }

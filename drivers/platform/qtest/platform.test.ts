@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SyncChannel, QtestChannelError } from './sync-channel.ts';
 import { QtestPlatform, type QtestPlatformOptions } from './platform.ts';
-import { QtestError, parseValue } from './client.ts';
+import { QtestDesyncError, QtestError, parseValue } from './client.ts';
 import { GuestMemoryError, TimeoutError } from '../../../spec-refs/errors.ts';
 
 // Protocol tests against fake-qtest-peer.mjs, a qtest server stand-in in a child process (the
@@ -231,6 +231,49 @@ describe('qtest client and platform (fake peer)', () => {
     expect(() => p.mmioRead(DEV + 0x10, 4)).toThrow(/unusable/);
   });
 
+  // docs/qemu.md "ours" 12: one matrix run saw `b64read returned the wrong length; expected 1024;
+  // seen 0`, a store's "OK" taken as a b64read's answer. A peer that answers one command with a
+  // line too many reproduces it exactly (before the fix: that message; the late "OK <data>" was
+  // only noticed by the request after). Now the fence closing every batch shows it at once.
+  it('a response line too many is a QtestDesyncError before any value is used, and the session stays failed', async () => {
+    const { platform: p } = await rig();
+    const a = p.dma.alloc(64);
+    p.sync();
+    p.mem.write32(a, 1);
+    p.mmioWrite(DEV + 0x1c, 4, 1); // the peer answers this store with "OK" twice
+    expect(() => p.mem.read32(a)).toThrow(QtestDesyncError);
+    expect(() => p.mmioRead(DEV + 0x10, 4)).toThrow(QtestChannelError);
+    expect(() => p.mem.read8(a + 32)).toThrow(/out of step/);
+  });
+
+  it('a duplicated response is caught by the fence, not returned as the next read\'s value', async () => {
+    const { platform: p } = await rig();
+    p.mmioWrite(DEV + 0x10, 4, 5);
+    p.sync();
+    p.client.write(DEV + 0x20, 4, 1); // the peer answers the next command twice
+    // [DATA (5), COPY register (reads 0)]: out of step, the second would read 5
+    let err: unknown;
+    try {
+      p.client.readMany([DEV + 0x10, DEV + 0x00], 4);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(QtestDesyncError);
+    expect((err as QtestDesyncError).code).toBe('qtest.desync');
+    expect(() => p.sync()).toThrow(/out of step/);
+  });
+
+  it('every batch ends with the fence; a posted-only flush sends nothing', async () => {
+    const { platform: p, log } = await rig();
+    p.sync(); // nothing queued: no command at all
+    const n0 = log().length;
+    p.sync();
+    expect(log().length).toBe(n0);
+    p.mmioWrite(DEV + 0x10, 4, 3);
+    expect(p.mmioRead(DEV + 0x10, 4)).toBe(3);
+    expect(log().slice(n0)).toEqual(['writel 0xfe000010 0x3', 'readl 0xfe000010', 'endianness']);
+  });
+
   it('parses qtest values, refusing what does not fit', () => {
     expect(parseValue('OK 0x00000000deadbeef', 4)).toBe(0xdeadbeef);
     expect(parseValue('OK 0x001fffffffffffff', 8)).toBe(2 ** 53 - 1);
@@ -260,7 +303,62 @@ describe('qtest memory coherence (property)', () => {
     const p = shared.platform;
     fc.assert(fc.property(fc.array(op, { maxLength: 60 }), (ops) => coherent(p, ops)), { numRuns: 100 });
   });
+  // The cache's round trips, against a model of the design: a load costs one round trip when a
+  // store came since the snapshot or one of its lines is not cached, none otherwise; stores cost
+  // none (posted); a device interaction one and drops every line. A cache that served a load after
+  // a store from the old snapshot (lost store->load order), or refetched what it holds, fails here.
+  it('round trips: loads after stores take a new snapshot, loads of cached lines none', async () => {
+    shared = await rig({ lineSize: 64 });
+    const p = shared.platform;
+    fc.assert(fc.property(fc.array(op, { maxLength: 60 }), (ops) => roundTrips(p, ops)), { numRuns: 100 });
+  });
   type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
+  function roundTrips(p: QtestPlatform, ops: Op[]): void {
+    const BASE = 0x4_0000; // 64-byte aligned
+    p.mem.fill(BASE, WINDOW + 48, 0);
+    p.mmioRead(DEV + 0x10, 4);
+    const cached = new Set<number>();
+    let stored = false;
+    const rt = (): number => p.client.stats.roundTrips;
+    const load = (off: number, len: number, doLoad: () => unknown): void => {
+      const first = Math.floor(off / 64);
+      const last = Math.floor((off + len - 1) / 64);
+      let hit = !stored;
+      for (let i = first; i <= last; i++) if (!cached.has(i)) hit = false;
+      const t = rt();
+      doLoad();
+      expect(rt() - t, `load of [${off}, ${off + len}) after ${stored ? 'a store' : 'no store'}, cached ${[...cached].join(',')}`).toBe(hit ? 0 : 1);
+      for (let i = first; i <= last; i++) cached.add(i);
+      stored = false;
+    };
+    const store = (doStore: () => void): void => {
+      const t = rt();
+      doStore();
+      expect(rt() - t, 'a store is posted').toBe(0);
+      stored = true;
+    };
+    for (const o of ops) {
+      if (o.k === 'w') {
+        const v = o.size === 8 ? 7 : o.v % 2 ** (8 * o.size);
+        store(() => (o.size === 1 ? p.mem.write8(BASE + o.off, v) : o.size === 2 ? p.mem.write16(BASE + o.off, v) : o.size === 4 ? p.mem.write32(BASE + o.off, v) : p.mem.write64(BASE + o.off, v)));
+      } else if (o.k === 'r') {
+        if (o.size === 8) {
+          // two 32-bit loads; high halves stay small (8-byte stores write 7)
+          load(o.off, 4, () => p.mem.read32(BASE + o.off));
+          load(o.off + 4, 4, () => p.mem.read32(BASE + o.off + 4));
+        } else load(o.off, o.size, () => (o.size === 1 ? p.mem.read8(BASE + o.off) : o.size === 2 ? p.mem.read16(BASE + o.off) : p.mem.read32(BASE + o.off)));
+      } else if (o.k === 'wb') store(() => p.mem.writeBytes(BASE + o.off, o.bytes));
+      else if (o.k === 'rb') load(o.off, o.len, () => p.mem.readBytes(BASE + o.off, o.len));
+      else if (o.k === 'fill') store(() => p.mem.fill(BASE + o.off, o.len, o.v));
+      else {
+        const t = rt();
+        p.mmioRead(DEV + 0x10, 4);
+        expect(rt() - t).toBe(1);
+        cached.clear();
+        stored = false;
+      }
+    }
+  }
   function coherent(p: QtestPlatform, ops: Op[]): void {
     const BASE = 0x4_0000;
     const model = new Uint8Array(WINDOW + 48);

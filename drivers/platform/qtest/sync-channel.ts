@@ -114,7 +114,7 @@ export class SyncChannel {
   }
 
   private request(msg: { op: string; text?: string; n?: number }): WorkerReply {
-    if (this.broken) throw new QtestChannelError('qtest.broken', this.broken);
+    if (this.broken) throw new QtestChannelError('qtest.broken', `qtest channel unusable: ${this.broken}`);
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(msg);
     const r = Atomics.wait(this.flag, 0, 0, this.timeoutMs);
@@ -123,7 +123,17 @@ export class SyncChannel {
       this.broken = `no reply from QEMU within ${this.timeoutMs} ms (the channel is now unusable)`;
       throw new TimeoutError('qtest.timeout', 'qtest peer did not answer', { expected: `a reply within ${this.timeoutMs} ms`, seen: `no reply to ${describe(msg.text)}` });
     }
-    if (!m) throw new QtestChannelError('qtest.protocol', 'woken without a reply');
+    if (!m) {
+      // the reply would be taken by the next request: one reply out of step from here on
+      this.broken = 'woken without a reply (the channel is now unusable)';
+      throw new QtestChannelError('qtest.desync', this.broken);
+    }
+    // exactly one reply per request: a second one queued means replies and requests are paired wrong
+    const extra = receiveMessageOnPort(this.port);
+    if (extra) {
+      this.broken = 'two replies to one request (the channel is now unusable)';
+      throw new QtestChannelError('qtest.desync', this.broken);
+    }
     return m.message as WorkerReply;
   }
 
@@ -140,6 +150,14 @@ export class SyncChannel {
       throw new QtestChannelError('qtest.closed', rep.error);
     }
     return { lines: rep.lines, irqs: rep.irqs };
+  }
+
+  /**
+   * Mark the channel unusable (a client found the response stream out of step): every later
+   * request throws a QtestChannelError with `reason`.
+   */
+  poison(reason: string): void {
+    this.broken ??= reason;
   }
 
   /** Where the connection stands, asked of the worker synchronously. */
