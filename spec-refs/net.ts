@@ -118,6 +118,12 @@ export const NetCtrl = {
   NOTF_COAL_VQ_GET: 3,
   CLASS_HASH_TUNNEL: 7,
   HASH_TUNNEL_SET: 0,
+  /** VIRTNET_RSS_CTX_CTRL (RSS_CONTEXT) and its commands. */
+  CLASS_RSS_CTX: 9,
+  RSS_CTX_CAP_GET: 0,
+  RSS_CTX_ADD: 1,
+  RSS_CTX_MOD: 2,
+  RSS_CTX_DEL: 3,
   CLASS_STATS: 8,
   STATS_QUERY: 0,
   STATS_GET: 1,

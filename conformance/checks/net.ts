@@ -1198,3 +1198,80 @@ defineCheck({
     expectHashes(d2, () => got.splice(0), ports.map((p) => { const f = vxlan(d2.mac, p); return [f, hashOf(f), `VXLAN (inner port ${p}) after a reset`, 'net.device.75'] as [Uint8Array, number, string, string]; }));
   },
 });
+
+// ---------------------------------------------------------------------------- RSS_CONTEXT
+
+const RSS_CTX = bit(NetFx.RSS_CONTEXT);
+const CTX_CFG = { hashTypes: HashType.TCPv4 | HashType.UDPv4 | HashType.IPv4, table: [1, 0, 1, 0], key: DEFAULT_RSS_KEY };
+
+/** Run `f`; true when it threw `cls`, with no control command sent meanwhile. */
+function refusedLocally(r: Rig, f: () => void): boolean {
+  const before = r.drv.stats.ctrlCommands;
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof UsageError) return r.drv.stats.ctrlCommands === before;
+    if (e instanceof Error && /refused by the device/.test(e.message)) return false;
+    throw e;
+  }
+  return false;
+}
+
+defineCheck({
+  id: 'net.device.rss-context',
+  title: 'RSS_CONTEXT: max_rss_contexts is at least 1, and a reset discards every configured context',
+  statements: ['net.device.103', 'net.device.104'],
+  side: 'device',
+  kind: 'example',
+  applies: { devices: ['net'], features: [NetF.RSS] },
+  run(ctx) {
+    const feats = NET_DRIVER_FEATURES | RSS_CTX;
+    const r = rigWith(ctx, NetFx.RSS_CONTEXT, 'RSS_CONTEXT', { maxPairs: 2 }, { pairs: 2, features: feats });
+    const max = r.drv.rssContextMax();
+    expectThat(max >= 1, ['net.device.103'], 'max_rss_contexts with RSS_CONTEXT offered', '>= 1', `${max}`);
+    const ids = [...new Set([1, max])];
+    for (const id of ids) r.drv.setRssContext(id, CTX_CFG);
+    // The device holds them: adding the same id again is refused.
+    let dup = false;
+    try {
+      r.drv.setRssContext(1, CTX_CFG);
+    } catch (e) {
+      dup = e instanceof Error && /refused by the device/.test(e.message);
+    }
+    expectThat(dup, ['net.device.104'], 'a second ADD of a configured RSS context id was accepted (the device keeps no contexts to clear)');
+    r.drv.shutdown();
+    // One pair: the new driver sends no VQ_PAIRS_SET, which leftover contexts would make the device refuse.
+    const d2 = VirtioNetDriver.init(r.dut.platform, transportOf(r.dut), withRing(ctx, { pairs: 1, features: feats }));
+    for (const id of ids) {
+      let ok = true;
+      try {
+        d2.setRssContext(id, { ...CTX_CFG, table: [0] });
+      } catch (e) {
+        if (!(e instanceof Error && /refused by the device/.test(e.message))) throw e;
+        ok = false;
+      }
+      expectThat(ok, ['net.device.104'], `RSS context ${id} survived a device reset (ADD of its id refused)`);
+    }
+  },
+});
+
+defineCheck({
+  id: 'net.driver.rss-context',
+  title: 'RSS_CONTEXT: the driver uses rss_ctx_id 1..max_rss_contexts and sends no VQ_PAIRS_SET while a context is configured',
+  statements: ['net.driver.99', 'net.driver.100'],
+  side: 'driver',
+  kind: 'example',
+  applies: { devices: ['net'], features: [NetF.RSS] },
+  run(ctx) {
+    const r = strictRig(ctx, { maxPairs: 2, maxRssContexts: 3 }, { pairs: 2, features: NET_DRIVER_FEATURES | RSS_CTX });
+    if (!hasFeature(r.drv.features, NetFx.RSS_CONTEXT)) throw new CheckSkip('RSS_CONTEXT not negotiated');
+    const max = r.drv.rssContextMax();
+    for (const id of [0, max + 1, 0xffff]) expectThat(refusedLocally(r, () => r.drv.setRssContext(id, CTX_CFG)), ['net.driver.99'], `rss_ctx_id ${id} (max ${max}) went to the device`, 'refused by the driver', 'sent');
+    expectThat(refusedLocally(r, () => r.drv.deleteRssContext(0)), ['net.driver.99'], 'RSS_CTX_CTRL_DEL with rss_ctx_id 0 went to the device', 'refused by the driver', 'sent');
+    r.drv.setRssContext(max, CTX_CFG);
+    expectThat(refusedLocally(r, () => r.drv.setPairs(1)), ['net.driver.100'], 'VQ_PAIRS_SET sent while an RSS context is configured', 'refused by the driver', 'sent');
+    r.drv.deleteRssContext(max);
+    r.drv.setPairs(1);
+    r.verdict(['net.driver.98', 'net.driver.99', 'net.driver.100']);
+  },
+});

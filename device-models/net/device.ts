@@ -69,6 +69,8 @@ export interface NetDeviceOptions {
   rxHeaderHook?: (hdr: Uint8Array, frame: Uint8Array) => void;
   /** supported_tunnel_types in config (HASH_TUNNEL); default VXLAN, the one encapsulation the model parses. Other bits are advertised but never matched. */
   supportedTunnelTypes?: number;
+  /** max_rss_contexts reported by RSS_CTX_CTRL_CAP_GET (RSS_CONTEXT); default 4. */
+  maxRssContexts?: number;
 }
 
 /** Everything the model implements. */
@@ -78,7 +80,7 @@ export const NET_SUPPORTED_FEATURES: bigint = [
   NetF.CTRL_RX_EXTRA, NetF.GUEST_ANNOUNCE, NetF.MQ, NetF.CTRL_MAC_ADDR, NetF.DEVICE_STATS, NetF.VQ_NOTF_COAL,
   NetF.NOTF_COAL, NetF.HASH_REPORT, NetF.RSS, NetF.SPEED_DUPLEX, NetF.GUEST_ECN, NetF.HOST_ECN, NetF.GUEST_HDRLEN,
   NetF.HOST_USO, NetF.GUEST_USO4, NetF.GUEST_USO6, NetFx.HOST_UDP_TUNNEL_GSO, NetFx.HOST_UDP_TUNNEL_GSO_CSUM, NetFx.GUEST_UDP_TUNNEL_GSO, NetFx.GUEST_UDP_TUNNEL_GSO_CSUM,
-  NetFx.OUT_NET_HEADER, NetF.RSC_EXT, NetF.HASH_TUNNEL, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
+  NetFx.OUT_NET_HEADER, NetF.RSC_EXT, NetF.HASH_TUNNEL, NetFx.RSS_CONTEXT, F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.RING_PACKED, F.RING_RESET,
 ].reduce((s, b) => s | bit(b), 0n);
 
 /** Core features a caller may add to the offer: the model is indifferent to them (in-order use holds: every queue completes in order). */
@@ -96,6 +98,8 @@ interface Coal {
   count: number;
   timer: ScheduledEvent | null;
 }
+
+type RssState = { hashTypes: number; mask: number; unclassified: number; table: Uint16Array; key: Uint8Array; maxTx: number };
 
 interface RxItem {
   readonly data: Uint8Array;
@@ -176,7 +180,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     ctrlVq: false, ctrlRx: false, ctrlRxExtra: false, ctrlVlan: false, mq: false, macAddr: false, mtu: false,
     announce: false, guestOffloads: false, stats: false, notfCoal: false, vqNotfCoal: false, hashReport: false, rss: false,
     status: false, version1: false, hostEcn: false, guestEcn: false, hdrLen: false,
-    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false, rscExt: false, hashTunnel: false,
+    hostUso: false, guestUso4: false, guestUso6: false, hostTunnel: false, hostTunnelCsum: false, guestTunnel: false, outNet: false, rscExt: false, hashTunnel: false, rssCtx: false,
   };
   /** enabled_tunnel_types (HASH_TUNNEL_SET). */
   private tunnelTypes = 0;
@@ -202,7 +206,10 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private uniOverflow = false;
   private multiOverflow = false;
   private vlans = new Uint8Array(4096 / 8);
-  private rss: { hashTypes: number; mask: number; unclassified: number; table: Uint16Array; key: Uint8Array; maxTx: number } | null = null;
+  private rss: RssState | null = null;
+  /** RSS contexts by rss_ctx_id (RSS_CONTEXT). Without flow filters nothing steers into them; they are kept and validated. */
+  private readonly rssContexts = new Map<number, RssState>();
+  private readonly maxRssContexts: number;
   private hashCfg: { hashTypes: number; key: Uint8Array } | null = null;
   private flows = new Map<string, number>();
   private backlog: RxItem[][] = [];
@@ -258,6 +265,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     this.cfgView.setUint16(NetCfg.RSS_MAX_INDIRECTION_TABLE_LENGTH, 128, true);
     this.cfgView.setUint32(NetCfg.SUPPORTED_HASH_TYPES, HashType.IPv4 | HashType.TCPv4 | HashType.UDPv4 | HashType.IPv6 | HashType.TCPv6 | HashType.UDPv6 | HashType.IP_EX | HashType.TCP_EX | HashType.UDP_EX, true);
     this.cfgView.setUint32(NetCfg.SUPPORTED_TUNNEL_TYPES, (opts.supportedTunnelTypes ?? HashTunnel.VXLAN) >>> 0, true);
+    // net.device.103: at least one context when RSS_CONTEXT is offered (0 here is a test hook for a broken device).
+    this.maxRssContexts = Math.max(0, Math.min(0xffff, opts.maxRssContexts ?? 4));
     this.clearState();
   }
 
@@ -339,7 +348,7 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       hostEcn: has(NetF.HOST_ECN), guestEcn: has(NetF.GUEST_ECN), hdrLen: has(NetF.GUEST_HDRLEN),
       hostUso: has(NetF.HOST_USO), guestUso4: has(NetF.GUEST_USO4), guestUso6: has(NetF.GUEST_USO6),
       hostTunnel: has(NetFx.HOST_UDP_TUNNEL_GSO), hostTunnelCsum: has(NetFx.HOST_UDP_TUNNEL_GSO_CSUM), guestTunnel: has(NetFx.GUEST_UDP_TUNNEL_GSO),
-      outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT), hashTunnel: has(NetF.HASH_TUNNEL),
+      outNet: has(NetFx.OUT_NET_HEADER), rscExt: has(NetF.RSC_EXT), hashTunnel: has(NetF.HASH_TUNNEL), rssCtx: has(NetFx.RSS_CONTEXT),
     };
     this.hdrLen = netHdrSize(ctx.features);
     this.rxCsum = this.f.guestCsum;
@@ -390,6 +399,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
   private clearState(): void {
     // net.device.75: inner-header hashing off until HASH_TUNNEL_SET, and again after reset.
     this.tunnelTypes = 0;
+    // net.device.104: contexts do not survive a reset.
+    this.rssContexts?.clear();
     // net.device.89 (empty MAC table), net.device.113 (coalescing 0), VLAN table empty, rx modes default.
     this.mac.set(this.permanentMac);
     this.config.set(this.permanentMac, NetCfg.MAC);
@@ -1131,8 +1142,9 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
         return this.coalCommand(cmd, data, dv);
       case NetCtrl.CLASS_STATS:
         return this.statsCommand(cmd, data, dv, resultRoom);
-      case 9: // VIRTNET_RSS_CTX_CTRL: RSS_CONTEXT is never offered
-        return this.refuse('net.driver.98', 'RSS context command without VIRTIO_NET_F_RSS_CONTEXT');
+      case NetCtrl.CLASS_RSS_CTX:
+        if (!this.f.rssCtx) return this.refuse('net.driver.98', 'RSS context command without VIRTIO_NET_F_RSS_CONTEXT');
+        return this.rssCtxCommand(cmd, data, dv, resultRoom);
       case NetCtrl.CLASS_HASH_TUNNEL: {
         if (!this.f.hashTunnel) return this.refuse('net.driver.78', 'HASH_TUNNEL_SET without VIRTIO_NET_F_HASH_TUNNEL');
         if (cmd !== NetCtrl.HASH_TUNNEL_SET || data.length !== 4) return ERR;
@@ -1152,6 +1164,64 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     return { ack: NetCtrl.ERR };
   }
 
+  /** A virtio_net_rss_config (RSS_CONFIG, RSS context ADD/MOD), checked (net.driver.94-.97); ERR or the state. */
+  private parseRss(data: Uint8Array): RssState | { ack: number } {
+    const ERR = { ack: NetCtrl.ERR };
+    const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    if (data.length < 8) return ERR;
+    const hashTypes = dv.getUint32(0, true);
+    const mask = dv.getUint16(4, true);
+    const unclassified = dv.getUint16(6, true);
+    const n = mask + 1;
+    // net.driver.95 / .96
+    if ((n & mask) !== 0) return this.refuse('net.driver.95', `indirection table length ${n} not a power of two`);
+    if (mask >= this.cfgView.getUint16(NetCfg.RSS_MAX_INDIRECTION_TABLE_LENGTH, true)) return this.refuse('net.driver.96', `indirection_table_mask ${mask}`);
+    if (data.length < 8 + 2 * n + 3) return ERR;
+    // net.driver.97
+    if (hashTypes & ~this.cfgView.getUint32(NetCfg.SUPPORTED_HASH_TYPES, true)) return this.refuse('net.driver.97', `hash_types 0x${hashTypes.toString(16)}`);
+    const table = new Uint16Array(n);
+    const rxOk = (id: number): boolean => (id & 0x8000) === 0 && id < this.maxPairs;
+    if (!rxOk(unclassified)) return this.refuse('net.driver.94', `unclassified_queue ${unclassified}`);
+    for (let i = 0; i < n; i++) {
+      const id = dv.getUint16(8 + 2 * i, true);
+      if (!rxOk(id)) return this.refuse('net.driver.94', `indirection_table[${i}] = ${id}`);
+      table[i] = id * 2;
+    }
+    const maxTx = dv.getUint16(8 + 2 * n, true);
+    const keyLen = data[8 + 2 * n + 2]!;
+    if (maxTx < 1 || maxTx > this.maxPairs) return ERR;
+    if (keyLen > this.config[NetCfg.RSS_MAX_KEY_SIZE]! || data.length < 8 + 2 * n + 3 + keyLen) return ERR;
+    const key = data.slice(8 + 2 * n + 3, 8 + 2 * n + 3 + keyLen);
+    return { hashTypes, mask, unclassified: unclassified * 2, table, key, maxTx };
+  }
+
+  /** VIRTNET_RSS_CTX_CTRL (RSS_CONTEXT): CAP_GET, ADD, MOD, DEL. */
+  private rssCtxCommand(cmd: number, data: Uint8Array, dv: DataView, room: number): { ack: number; result?: Uint8Array } {
+    const ERR = { ack: NetCtrl.ERR };
+    if (cmd === NetCtrl.RSS_CTX_CAP_GET) {
+      if (data.length !== 0 || room < 2) return ERR;
+      const r = new Uint8Array(2);
+      new DataView(r.buffer).setUint16(0, this.maxRssContexts, true);
+      return { ack: NetCtrl.OK, result: r };
+    }
+    if (cmd !== NetCtrl.RSS_CTX_ADD && cmd !== NetCtrl.RSS_CTX_MOD && cmd !== NetCtrl.RSS_CTX_DEL) return ERR;
+    if (data.length < 2) return ERR;
+    const id = dv.getUint16(0, true);
+    // net.driver.99: 1..max_rss_contexts.
+    if (id < 1 || id > this.maxRssContexts) return this.refuse('net.driver.99', `rss_ctx_id ${id}, max_rss_contexts ${this.maxRssContexts}`);
+    if (cmd === NetCtrl.RSS_CTX_DEL) {
+      if (data.length !== 2 || !this.rssContexts.has(id)) return ERR;
+      this.rssContexts.delete(id);
+      return { ack: NetCtrl.OK };
+    }
+    if (data.length < 8) return ERR;
+    if ((cmd === NetCtrl.RSS_CTX_ADD) === this.rssContexts.has(id)) return ERR;
+    const st = this.parseRss(data.subarray(8));
+    if ('ack' in st) return st;
+    this.rssContexts.set(id, st);
+    return { ack: NetCtrl.OK };
+  }
+
   private mqCommand(cmd: number, data: Uint8Array, dv: DataView): { ack: number } {
     const ERR = { ack: NetCtrl.ERR };
     if (cmd === NetCtrl.MQ_VQ_PAIRS_SET) {
@@ -1160,6 +1230,8 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const n = dv.getUint16(0, true);
       // net.driver.90: 1..max_virtqueue_pairs.
       if (n < NetCtrl.MQ_VQ_PAIRS_MIN || n > this.maxPairs) return this.refuse('net.driver.90', `virtqueue_pairs ${n}, max ${this.maxPairs}`);
+      // net.driver.100: not while an RSS context is configured.
+      if (this.rssContexts.size > 0) return this.refuse('net.driver.100', `VQ_PAIRS_SET with ${this.rssContexts.size} RSS context(s) configured`);
       this.curPairs = n;
       this.rss = null;
       this.flows.clear();
@@ -1167,31 +1239,9 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
     }
     if (cmd === NetCtrl.MQ_RSS_CONFIG) {
       if (!this.f.rss) return this.refuse('net.driver.93', 'RSS_CONFIG without RSS');
-      if (data.length < 8) return ERR;
-      const hashTypes = dv.getUint32(0, true);
-      const mask = dv.getUint16(4, true);
-      const unclassified = dv.getUint16(6, true);
-      const n = mask + 1;
-      // net.driver.95 / .96
-      if ((n & mask) !== 0) return this.refuse('net.driver.95', `indirection table length ${n} not a power of two`);
-      if (mask >= this.cfgView.getUint16(NetCfg.RSS_MAX_INDIRECTION_TABLE_LENGTH, true)) return this.refuse('net.driver.96', `indirection_table_mask ${mask}`);
-      if (data.length < 8 + 2 * n + 3) return ERR;
-      // net.driver.97
-      if (hashTypes & ~this.cfgView.getUint32(NetCfg.SUPPORTED_HASH_TYPES, true)) return this.refuse('net.driver.97', `hash_types 0x${hashTypes.toString(16)}`);
-      const table = new Uint16Array(n);
-      const rxOk = (id: number): boolean => (id & 0x8000) === 0 && id < this.maxPairs;
-      if (!rxOk(unclassified)) return this.refuse('net.driver.94', `unclassified_queue ${unclassified}`);
-      for (let i = 0; i < n; i++) {
-        const id = dv.getUint16(8 + 2 * i, true);
-        if (!rxOk(id)) return this.refuse('net.driver.94', `indirection_table[${i}] = ${id}`);
-        table[i] = id * 2;
-      }
-      const maxTx = dv.getUint16(8 + 2 * n, true);
-      const keyLen = data[8 + 2 * n + 2]!;
-      if (maxTx < 1 || maxTx > this.maxPairs) return ERR;
-      if (keyLen > this.config[NetCfg.RSS_MAX_KEY_SIZE]! || data.length < 8 + 2 * n + 3 + keyLen) return ERR;
-      const key = data.slice(8 + 2 * n + 3, 8 + 2 * n + 3 + keyLen);
-      this.rss = { hashTypes, mask, unclassified: unclassified * 2, table, key, maxTx };
+      const st = this.parseRss(data);
+      if ('ack' in st) return st;
+      this.rss = st;
       return { ack: NetCtrl.OK };
     }
     if (cmd === NetCtrl.MQ_HASH_CONFIG) {

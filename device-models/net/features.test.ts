@@ -487,3 +487,23 @@ describe('HASH_TUNNEL', () => {
     expect(b.device.violations).toEqual([]);
   });
 });
+
+describe('RSS_CONTEXT', () => {
+  it('contexts are added, modified and deleted by id; ids outside 1..max and VQ_PAIRS_SET with contexts are refused by the driver', () => {
+    const tb = new NetTestbed();
+    const feats = NET_DRIVER_FEATURES | bit(NetFx.RSS_CONTEXT);
+    const g = tb.addGuest({ device: { maxPairs: 2, maxRssContexts: 2 }, driver: { pairs: 2, features: feats } });
+    const cfg = { hashTypes: HashType.TCPv4, table: [0, 1], key: DEFAULT_RSS_KEY };
+    expect(g.driver.rssContextMax()).toBe(2);
+    expect(() => g.driver.setRssContext(3, cfg)).toThrow(/out of range/);
+    g.driver.setRssContext(2, cfg);
+    g.driver.setRssContext(2, { ...cfg, table: [1, 1] }, true);
+    expect(() => g.driver.setRssContext(2, cfg)).toThrow(/refused by the device/);
+    expect(() => g.driver.setRssContext(1, cfg, true)).toThrow(/refused by the device/);
+    expect(g.driver.rssContexts).toEqual([2]);
+    expect(() => g.driver.setPairs(1)).toThrow(/RSS contexts/);
+    g.driver.deleteRssContext(2);
+    g.driver.setPairs(1);
+    expect(g.device.violations).toEqual([]);
+  });
+});

@@ -95,6 +95,15 @@ export interface RxFrame {
   readonly rscDupAcks: number;
 }
 
+/** An RSS configuration (RSS_CONFIG or an RSS context): `table` and `unclassified` hold pair numbers. */
+export interface RssConfig {
+  hashTypes: number;
+  table: readonly number[];
+  unclassified?: number;
+  key: Uint8Array;
+  maxTx?: number;
+}
+
 export interface DeviceErrorRecord {
   readonly id: string;
   readonly detail: string;
@@ -137,6 +146,8 @@ export class VirtioNetDriver {
   readonly mtu: number;
   /** HASH_TUNNEL: supported_tunnel_types, with bits the spec does not define cleared (net.driver.80); 0 without the feature. */
   readonly supportedTunnelTypes: number;
+  private maxRssCtx = -1;
+  private readonly rssCtx = new Set<number>();
   readonly maxPairs: number;
   /** Pairs set up; `activePairs` are in use (VQ_PAIRS_SET). */
   readonly pairs: number;
@@ -837,6 +848,8 @@ export class VirtioNetDriver {
   setPairs(n: number): void {
     this.need(NetF.MQ, 'net.driver.90', 'VQ_PAIRS_SET');
     if (n < 1 || n > this.pairs) throw new UsageError('net.mq.pairs', 'pairs out of range', { statements: ['net.driver.90'], expected: `1..${this.pairs}`, seen: `${n}` });
+    // net.driver.100: not while the device holds an RSS context.
+    if (this.rssCtx.size > 0) throw new UsageError('net.mq.pairs', 'VQ_PAIRS_SET while RSS contexts are configured', { statements: ['net.driver.100'], expected: 'no RSS context', seen: `contexts ${[...this.rssCtx].join(',')}` });
     const d = new Uint8Array(2);
     new DataView(d.buffer).setUint16(0, n, true);
     this.mustCommand(NetCtrl.CLASS_MQ, NetCtrl.MQ_VQ_PAIRS_SET, d, 'VQ_PAIRS_SET');
@@ -844,8 +857,15 @@ export class VirtioNetDriver {
   }
 
   /** RSS configuration (net.driver.93-.97): `table` holds pair numbers. */
-  setRss(cfg: { hashTypes: number; table: readonly number[]; unclassified?: number; key: Uint8Array; maxTx?: number }): void {
+  setRss(cfg: RssConfig): void {
     this.need(NetF.RSS, 'net.driver.93', 'RSS_CONFIG');
+    const d = this.encodeRss(cfg);
+    this.mustCommand(NetCtrl.CLASS_MQ, NetCtrl.MQ_RSS_CONFIG, d, 'RSS_CONFIG');
+    this.activePairs = cfg.maxTx ?? this.pairs;
+  }
+
+  /** A virtio_net_rss_config, checked against the device's limits (net.driver.94-.97). */
+  private encodeRss(cfg: RssConfig): Uint8Array {
     const n = cfg.table.length;
     if (n < 1 || (n & (n - 1)) !== 0) throw new UsageError('net.rss.table', 'indirection table length must be a power of two', { statements: ['net.driver.95'], seen: `${n}` });
     const maxLen = this.dev.config16(NetCfg.RSS_MAX_INDIRECTION_TABLE_LENGTH);
@@ -864,8 +884,47 @@ export class VirtioNetDriver {
     v.setUint16(8 + 2 * n, maxTx, true);
     d[8 + 2 * n + 2] = cfg.key.length;
     d.set(cfg.key, 8 + 2 * n + 3);
-    this.mustCommand(NetCtrl.CLASS_MQ, NetCtrl.MQ_RSS_CONFIG, d, 'RSS_CONFIG');
-    this.activePairs = maxTx;
+    return d;
+  }
+
+  /** max_rss_contexts (RSS_CONTEXT, VIRTNET_RSS_CTX_CTRL_CAP_GET); asked once. */
+  rssContextMax(): number {
+    this.need(NetFx.RSS_CONTEXT, 'net.driver.98', 'RSS_CTX_CTRL');
+    if (this.maxRssCtx < 0) {
+      const r = this.mustCommand(NetCtrl.CLASS_RSS_CTX, NetCtrl.RSS_CTX_CAP_GET, new Uint8Array(0), 'RSS_CTX_CTRL_CAP_GET', 2);
+      if (r.length < 2) throw new DeviceMisbehaviourError('net.rss.ctx', 'RSS_CTX_CTRL_CAP_GET result too short', { statements: ['net.device.103'], expected: '2 bytes', seen: `${r.length}` });
+      this.maxRssCtx = r[0]! | (r[1]! << 8);
+    }
+    return this.maxRssCtx;
+  }
+
+  /** RSS contexts the device has accepted (cleared by shutdown with the device). */
+  get rssContexts(): readonly number[] {
+    return [...this.rssCtx];
+  }
+
+  /** Add (or, `modify`, change) RSS context `id` (net.driver.99: 1..max_rss_contexts). */
+  setRssContext(id: number, cfg: RssConfig, modify = false): void {
+    this.checkCtxId(id);
+    const body = this.encodeRss(cfg);
+    const d = new Uint8Array(8 + body.length);
+    new DataView(d.buffer).setUint16(0, id, true);
+    d.set(body, 8);
+    this.mustCommand(NetCtrl.CLASS_RSS_CTX, modify ? NetCtrl.RSS_CTX_MOD : NetCtrl.RSS_CTX_ADD, d, modify ? 'RSS_CTX_CTRL_MOD' : 'RSS_CTX_CTRL_ADD');
+    this.rssCtx.add(id);
+  }
+
+  deleteRssContext(id: number): void {
+    this.checkCtxId(id);
+    const d = new Uint8Array(2);
+    new DataView(d.buffer).setUint16(0, id, true);
+    this.mustCommand(NetCtrl.CLASS_RSS_CTX, NetCtrl.RSS_CTX_DEL, d, 'RSS_CTX_CTRL_DEL');
+    this.rssCtx.delete(id);
+  }
+
+  private checkCtxId(id: number): void {
+    const max = this.rssContextMax();
+    if (!Number.isInteger(id) || id < 1 || id > max) throw new UsageError('net.rss.ctx', 'rss_ctx_id out of range', { statements: ['net.driver.99'], expected: `1..${max}`, seen: `${id}` });
   }
 
   /** Hash reporting without RSS (MQ_HASH_CONFIG). */
