@@ -1275,3 +1275,27 @@ defineCheck({
     r.verdict(['net.driver.98', 'net.driver.99', 'net.driver.100']);
   },
 });
+
+// ---------------------------------------------------------------------------- multiqueue set-up order
+
+defineCheck({
+  id: 'net.driver.mq-setup',
+  title: 'MQ: the driver enables queue pairs with VQ_PAIRS_SET only after setting up their virtqueues',
+  statements: ['net.driver.89'],
+  side: 'driver',
+  kind: 'example',
+  applies: { devices: ['net'] },
+  run(ctx) {
+    const r = strictRig(ctx, { maxPairs: 4 }, { pairs: 3 });
+    if (!hasFeature(r.drv.features, NetF.MQ)) throw new CheckSkip('MQ not negotiated');
+    // The driver enabled its pairs during start-up; the checking device saw which queues were live then.
+    expectEqual(r.drv.activePairs, 3, ['net.driver.89'], 'pairs in use after start-up');
+    r.drv.setPairs(1);
+    r.drv.setPairs(3);
+    // Every pair in use carries traffic (its queues really are set up).
+    for (let p = 0; p < 3; p++) r.drv.send(tcpTo(PEER, 40 + p, 'full', 3000 + p, r.drv.mac).frame, { pair: p });
+    r.run(200_000);
+    expectEqual(r.wire.length, 3, ['net.driver.89'], 'frames sent on the three pairs');
+    r.verdict(['net.driver.89', 'net.driver.90', 'net.driver.91', 'net.driver.92']);
+  },
+});

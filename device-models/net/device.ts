@@ -1230,6 +1230,13 @@ export class VirtioNetDevice implements VirtioDeviceModel, NetEndpoint {
       const n = dv.getUint16(0, true);
       // net.driver.90: 1..max_virtqueue_pairs.
       if (n < NetCtrl.MQ_VQ_PAIRS_MIN || n > this.maxPairs) return this.refuse('net.driver.90', `virtqueue_pairs ${n}, max ${this.maxPairs}`);
+      // net.driver.89: the pairs being enabled must have been set up (both queues enabled) first.
+      const qe = this.ctx?.queueEnabled;
+      if (qe) {
+        for (let p = 0; p < n; p++) {
+          if (!qe.call(this.ctx, 2 * p) || !qe.call(this.ctx, 2 * p + 1)) return this.refuse('net.driver.89', `VQ_PAIRS_SET ${n} with receiveq${p + 1}/transmitq${p + 1} not set up`);
+        }
+      }
       // net.driver.100: not while an RSS context is configured.
       if (this.rssContexts.size > 0) return this.refuse('net.driver.100', `VQ_PAIRS_SET with ${this.rssContexts.size} RSS context(s) configured`);
       this.curPairs = n;

@@ -507,3 +507,17 @@ describe('RSS_CONTEXT', () => {
     expect(g.device.violations).toEqual([]);
   });
 });
+
+describe('VQ_PAIRS_SET and queue set-up (net.driver.89)', () => {
+  it('the device refuses to enable pairs whose queues the driver has not set up, and records the breach', () => {
+    const tb = new NetTestbed();
+    const g = tb.addGuest({ device: { maxPairs: 2 }, driver: { pairs: 1 } });
+    const d = new Uint8Array([2, 0]);
+    // The driver's own setPairs() refuses this; go around it as a broken driver would.
+    expect(() => g.driver['mustCommand'](NetCtrl.CLASS_MQ, NetCtrl.MQ_VQ_PAIRS_SET, d, 'VQ_PAIRS_SET')).toThrow(/refused by the device/);
+    expect(g.device.violations.map((v) => v.id)).toEqual(['net.driver.89']);
+    const ok = tb.addGuest({ device: { maxPairs: 2 }, driver: { pairs: 2 } });
+    expect(ok.driver.activePairs).toBe(2);
+    expect(ok.device.violations).toEqual([]);
+  });
+});

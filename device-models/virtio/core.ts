@@ -368,6 +368,9 @@ export class VirtioCore implements RingHost {
         if (epoch !== core.epoch) return new DeadQueue(index, 0);
         return core.rings[index] ?? new DeadQueue(index, core.queues[index]?.size ?? 0);
       },
+      queueEnabled(index: number): boolean {
+        return epoch === core.epoch && core.queues[index]?.ready === true && !!core.rings[index];
+      },
       configChanged(): void {
         if (epoch === core.epoch) core.configChanged();
       },

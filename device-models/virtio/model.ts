@@ -57,6 +57,8 @@ export interface DeviceContext {
   /** The negotiated feature set. */
   readonly features: bigint;
   queue(index: number): DeviceQueue;
+  /** Optional: whether the driver has queue `index` enabled now (set up and not reset). */
+  queueEnabled?(index: number): boolean;
   /** The device changed its configuration: bump the generation and send a config interrupt. */
   configChanged(): void;
   /** The device cannot go on: set DEVICE_NEEDS_RESET and send a config interrupt. */
