@@ -485,6 +485,11 @@ describe('HASH_TUNNEL', () => {
     b.driver.setHashTunnel(0);
     expect(hashes()).toBe(outerHash);
     expect(b.device.violations).toEqual([]);
+    // A driver going around setHashTunnel(): the device answers VIRTIO_NET_ERR (net.device.74) and keeps its state.
+    const geneve = new Uint8Array([HashTunnel.GENEVE, 0, 0, 0]);
+    expect(() => b.driver['mustCommand'](NetCtrl.CLASS_HASH_TUNNEL, NetCtrl.HASH_TUNNEL_SET, geneve, 'HASH_TUNNEL_SET')).toThrow(/refused by the device/);
+    expect(b.device.violations.map((v) => v.id)).toEqual(['net.driver.79']);
+    expect(hashes()).toBe(outerHash);
   });
 });
 
