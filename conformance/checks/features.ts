@@ -213,3 +213,53 @@ defineCheck({
     });
   },
 });
+
+/** Every bit some net feature depends on (the prerequisites a checking device may leave out of its offer). */
+const NET_PREREQUISITES = [...new Set(NET_FEATURE_REQUIRES.flatMap(([, groups]) => groups.flat()))].sort((a, b) => a - b);
+
+/** The dependencies `written` breaks (feature -> the group none of whose bits it has), as text. */
+export function brokenDependencies(deviceId: number, written: bigint): string[] {
+  const deps = DEPENDS[deviceId] ?? {};
+  const out: string[] = [];
+  for (const b of bits(written)) for (const group of deps[b] ?? []) if (!group.some((need) => hasFeature(written, need))) out.push(`${b} without any of ${group.join('/')}`);
+  return out;
+}
+
+defineCheck({
+  id: 'features.driver.prerequisites',
+  title: 'offered features whose prerequisites are missing from the offer, the driver does not accept them',
+  statements: ['features.driver.2'],
+  side: 'driver',
+  kind: 'property',
+  // virtio-net is the only pvkit device type whose features state prerequisites (blk states none, nor do the core bits)
+  applies: { devices: ['net'], transports: ['mmio'] },
+  run(ctx) {
+    // the checking device: the NIC with every feature it supports (MQ included, 2 pairs), minus a generated set of prerequisites
+    checkProperty(ctx, ['features.driver.2'], [fc.subarray(NET_PREREQUISITES, { minLength: 1 })], (removed) => {
+      const drop = featureSet(...removed);
+      const written: bigint[] = [];
+      const dut = newDeviceWith(ctx, (m) => ({
+        offeredFeatures: m.offeredFeatures & ~drop,
+        acceptFeatures: (f: bigint) => {
+          written.push(f); // what the driver wrote to the driver-features register, seen at FEATURES_OK
+          return m.acceptFeatures(f);
+        },
+      }), { params: { maxPairs: 2 } });
+      const mon = monitor(dut);
+      try {
+        const s = startRef(ctx, dut);
+        s.io(1, ctx.seed);
+        s.shutdown();
+      } catch {
+        // a driver that accepted an inconsistent set is refused FEATURES_OK; judged below from what it wrote
+      }
+      mon.detach();
+      expectThat(written.length > 0, ['features.driver.2'], 'the driver never set FEATURES_OK', 'a FEATURES_OK write', 'none');
+      for (const w of written) {
+        const broken = brokenDependencies(DeviceType.NET, w);
+        expectThat(broken.length === 0, ['features.driver.2'], `the driver accepted features without their prerequisites (offer lacked ${removed.join(',')})`, 'every accepted feature with its prerequisites', `0x${w.toString(16)}: ${broken.join('; ')}`);
+      }
+      mon.assertClean({ side: 'driver' });
+    });
+  },
+});
