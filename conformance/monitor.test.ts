@@ -188,6 +188,37 @@ describe('monitor: each driver rule fires on a hostile driver', () => {
     expect(statements(mon)).toEqual(['split.driver.2', 'split.driver.4', 'split.driver.6', 'split.driver.9']);
   });
 
+  it('split ring with IN_ORDER: a chain out of ring order, an indirect table out of sequence; the wrap to 0 is fine', () => {
+    const { m, raw, mon, ring } = liveRing(featureSet(F.VERSION_1, F.IN_ORDER, F.INDIRECT_DESC), 8);
+    const buf = m.dma.alloc(4096);
+    // 6 -> 7 -> 0: ring order, wrapping after the last descriptor
+    ring.setDesc(6, { addr: buf, len: 16, flags: Split.DESC_F_NEXT, next: 7 });
+    ring.setDesc(7, { addr: buf + 64, len: 16, flags: Split.DESC_F_NEXT, next: 0 });
+    ring.setDesc(0, { addr: buf + 128, len: 16, flags: Split.DESC_F_WRITE, next: 0 });
+    ring.publish(6);
+    raw.notify(0);
+    expect(statements(mon).filter((s) => s.startsWith('split.driver'))).toEqual([]);
+    // 1 -> 3: skips a descriptor
+    ring.setDesc(1, { addr: buf, len: 16, flags: Split.DESC_F_NEXT, next: 3 });
+    ring.setDesc(3, { addr: buf + 256, len: 16, flags: Split.DESC_F_WRITE, next: 0 });
+    ring.publish(1);
+    raw.notify(0);
+    expect(statements(mon)).toContain('split.driver.5');
+    expect(statements(mon)).not.toContain('split.driver.10');
+    // an indirect table whose entry 0 links to entry 2
+    const table = m.dma.alloc(64, 16);
+    m.mem.write64(table, buf);
+    m.mem.write32(table + 8, 16);
+    m.mem.write32(table + 12, Split.DESC_F_NEXT | (2 << 16));
+    m.mem.write64(table + 32, buf + 512);
+    m.mem.write32(table + 40, 16);
+    m.mem.write32(table + 44, Split.DESC_F_WRITE);
+    ring.setDesc(4, { addr: table, len: 48, flags: Split.DESC_F_INDIRECT, next: 0 });
+    ring.publish(4);
+    raw.notify(0);
+    expect(statements(mon)).toContain('split.driver.10');
+  });
+
   it('split ring: buffers made available without a notification, and an in-flight descriptor rewritten', () => {
     const { m, mon, ring } = liveRing(featureSet(F.VERSION_1), 8);
     const buf = m.dma.alloc(4096);

@@ -1515,6 +1515,12 @@ export class Monitor {
           if (len > 0 && mem.isRam(addr, Math.min(len, this.snapBytes))) readable.push({ gpa: addr, bytes: mem.readBytes(addr, Math.min(len, this.snapBytes)) });
         }
         if (!(flags & Split.DESC_F_NEXT)) return true;
+        if (d.negotiated.inOrder) {
+          // split.driver.5 / split.driver.10: with IN_ORDER a chain runs through consecutive descriptors
+          // (wrapping to 0 after the last one of the ring; an indirect table from entry 0 upwards)
+          const want = indirect ? i + 1 : (i + 1) % r.size;
+          if (next !== want) this.violate(d, indirect ? 'split.driver.10' : 'split.driver.5', 'driver', `queue ${r.index}: with VIRTIO_F_IN_ORDER ${indirect ? 'indirect entry' : 'descriptor'} ${i} of chain ${head} links to ${next}`, `next ${want}`, `next ${next}`);
+        }
         if (next >= count) {
           this.violate(d, 'split.driver.8', 'driver', `queue ${r.index}: next index ${next} outside the table (head ${head})`);
           return false;
