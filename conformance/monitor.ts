@@ -28,7 +28,7 @@ import { PciCfg } from '../device-models/machine/pci.ts';
 import { COMMON_FIELD_WIDTH, Common, Legacy, MODERN_DEVICE_ID_BASE, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../spec-refs/virtio-pci.ts';
 import type { PlatformDevice } from '../drivers/core/platform.ts';
 import { BlkF, F, Mmio, NetF, Packed, Split, Status, DeviceType, statusNames } from '../spec-refs/virtio.ts';
-import { NetFx } from '../spec-refs/net.ts';
+import { NetCtrl, NetFx } from '../spec-refs/net.ts';
 import { CheckFailure } from './check.ts';
 
 export interface Violation {
@@ -244,6 +244,13 @@ interface DevState {
   irqsHandled: number;
   /** irqsTotal when the driver last took an interrupt for this device's vector (wait/poll returned it). */
   irqsTaken: number;
+  /**
+   * virtio-net notification coalescing the driver asked for (NOTF_COAL_TX_SET / RX_SET / VQ_SET
+   * commands seen on the control queue): [max_packets, max_usecs] for the transmit and receive
+   * groups and per-queue overrides. Back to the group values when a queue is re-enabled
+   * (net.device.109 / net.device.110), all cleared by a device reset.
+   */
+  coal: { tx: readonly [number, number]; rx: readonly [number, number]; readonly vq: Map<number, readonly [number, number]> };
 }
 
 function u64(mem: Machine['mem'], gpa: number): number {
@@ -429,6 +436,7 @@ export class Monitor {
           irqsAtEnter: 0,
           irqsHandled: 0,
           irqsTaken: 0,
+          coal: { tx: [0, 0], rx: [0, 0], vq: new Map() },
         };
         this.devs.set(pd.base, d);
         return d;
@@ -682,6 +690,7 @@ export class Monitor {
       d.devFeatSelWritten = d.drvFeatSelWritten = false;
       d.queueVector.clear();
       d.negotiated = { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false, inOrder: false };
+      d.coal = { tx: [0, 0], rx: [0, 0], vq: new Map() };
       if (d.kind !== 'mmio') return;
       // mmio.device.5 / status_init.device.4: reset clears InterruptStatus (when the reset has completed)
       const st = this.peek(d, Mmio.STATUS);
@@ -765,6 +774,7 @@ export class Monitor {
       const usedFlags = mem.read16(q.device);
       if (usedFlags !== 0) this.violate(d, 'split.driver.19', 'driver', `queue ${index}: used ring flags not 0 when the queue was enabled`, '0', String(usedFlags));
       const lastAvail = mem.read16(q.driver + 2);
+      d.coal.vq.delete(index); // net.device.109 / .110: a re-enabled queue coalesces with its group's values again
       d.rings.set(index, { index, size: q.size, desc: q.desc, avail: q.driver, used: q.device, lastAvail, lastUsed: mem.read16(q.device + 2), notifiedAvail: lastAvail, inflight: new Map(), inflightCount: 0, owed: null, broken: false });
     } catch {
       /* not monitorable */
@@ -868,6 +878,7 @@ export class Monitor {
       queueSel: 0, queues: new Map(), rings: new Map(), prings: new Map(),
       negotiated: { indirect: false, eventIdx: false, packed: false, notificationData: false, notifConfigData: false, inOrder: false },
       unacked: 0, irqsTotal: 0, irqsAtEnter: 0, irqsHandled: 0, irqsTaken: 0,
+      coal: { tx: [0, 0], rx: [0, 0], vq: new Map() },
     };
     this.pciDevs.set(cfg, d);
     return d;
@@ -1530,6 +1541,7 @@ export class Monitor {
     };
     const ok = visit(r.desc, r.size, head, false);
     if (total > 0xffff_ffff) this.violate(d, 'split.driver.4', 'driver', `queue ${r.index}: chain from head ${head} is longer than 2^32 bytes`, '<= 4 GiB', String(total));
+    if (ok && d.deviceId === DeviceType.NET) this.noteCoalescing(d, r.index, rsegs);
     if (ok && this.onChain) {
       const report = (statement: string, message: string, expected?: string, seen?: string) => this.violate(d, statement, 'driver', `queue ${r.index} chain ${head}: ${message}`, expected, seen);
       this.onChain({ device: d.pd, deviceName: d.name, deviceId: d.deviceId, queue: r.index, head, readable: rsegs, writable: wsegs, config32: (o) => this.config32(d, o) }, report);
@@ -1612,6 +1624,46 @@ export class Monitor {
     } else if (r.owed) r.owed.to = idx;
   }
 
+  /** virtio-net: the control queue's index (after the receive/transmit pairs). */
+  private netCtrlQueue(d: DevState): number {
+    if (!this.acceptedHas(d, NetF.MQ)) return 2;
+    const pairs = this.config32(d, 4) & 0xffff; // max_virtqueue_pairs
+    return 2 * Math.max(1, pairs);
+  }
+
+  /** Record a NOTF_COAL_{TX,RX,VQ}_SET command the driver made available on a virtio-net control queue. */
+  private noteCoalescing(d: DevState, queue: number, rsegs: readonly { addr: number; len: number }[]): void {
+    if (!this.acceptedHas(d, NetF.CTRL_VQ) || !(this.acceptedHas(d, NetF.NOTF_COAL) || this.acceptedHas(d, NetF.VQ_NOTF_COAL))) return;
+    if (queue !== this.netCtrlQueue(d)) return;
+    const mem = this.machine.mem;
+    const b = new Uint8Array(14);
+    let n = 0;
+    for (const sg of rsegs) {
+      for (let k = 0; k < sg.len && n < b.length; k++) if (mem.isRam(sg.addr + k, 1)) b[n++] = mem.read8(sg.addr + k);
+      if (n >= b.length) break;
+    }
+    if (n < 2 || b[0] !== NetCtrl.CLASS_NOTF_COAL) return;
+    const le32 = (o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+    const cmd = b[1]!;
+    if ((cmd === NetCtrl.NOTF_COAL_TX_SET || cmd === NetCtrl.NOTF_COAL_RX_SET) && n >= 10) {
+      const tx = cmd === NetCtrl.NOTF_COAL_TX_SET;
+      const v = [le32(2), le32(6)] as const;
+      if (tx) d.coal.tx = v;
+      else d.coal.rx = v;
+      // the group command sets every queue of the group
+      for (const q of [...d.coal.vq.keys()]) if ((q % 2 === 1) === tx) d.coal.vq.delete(q);
+    } else if (cmd === NetCtrl.NOTF_COAL_VQ_SET && n >= 14) {
+      d.coal.vq.set(b[2]! | (b[3]! << 8), [le32(6), le32(10)]);
+    }
+  }
+
+  /** virtio-net queue `index` has notification coalescing configured (the device may hold notifications back). */
+  private coalescing(d: DevState, index: number): boolean {
+    if (d.deviceId !== DeviceType.NET || index >= this.netCtrlQueue(d)) return false;
+    const v = d.coal.vq.get(index) ?? (index % 2 === 1 ? d.coal.tx : d.coal.rx);
+    return v[0] > 1 || v[1] > 0;
+  }
+
   /** A device that added used entries must notify unless the driver suppressed it. */
   private judgeOwed(d: DevState, r: RingState, final: boolean): void {
     const o = r.owed;
@@ -1620,7 +1672,17 @@ export class Monitor {
       r.owed = null;
       return;
     }
-    const must = d.negotiated.eventIdx ? needEvent(o.usedEvent, o.to, o.from) : (o.flags & Split.AVAIL_F_NO_INTERRUPT) === 0;
+    let must = d.negotiated.eventIdx ? needEvent(o.usedEvent, o.to, o.from) : (o.flags & Split.AVAIL_F_NO_INTERRUPT) === 0;
+    if (must && this.coalescing(d, r.index)) {
+      // net.device.111 / net.device.112: with notification coalescing negotiated and configured for
+      // this queue the device holds used buffer notifications back and decides when the coalescing
+      // condition is met (a timer: the scheduler is not idle until it fired). It then judges by the
+      // driver's suppression fields as they are at that moment: a driver that has already consumed
+      // the buffers (polling) and moved used_event past them, or set NO_INTERRUPT, is owed nothing.
+      // A driver still asking for them when everything has run is owed a notification as before.
+      const mem = this.machine.mem;
+      must = d.negotiated.eventIdx ? needEvent(mem.read16(r.avail + 4 + 2 * r.size), o.to, o.from) : (mem.read16(r.avail) & Split.AVAIL_F_NO_INTERRUPT) === 0;
+    }
     if (!must) {
       r.owed = null;
       return;
