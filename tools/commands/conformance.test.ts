@@ -61,6 +61,7 @@ describe('pvkit conformance (CLI)', () => {
       [['--seed', '1', '--seed', '2'], /^pvkit: --seed given 2 times \("1", "2"\); expected one integer or 'random'\n$/],
       [['--shard', '0/2'], /^pvkit: --shard must be I\/N with 1 <= I <= N \(e\.g\. 1\/4\), got "0\/2"\n$/],
       [['--shard', '1/2', '--shard', '2/2'], /^pvkit: --shard given 2 times \("1\/2", "2\/2"\); expected one I\/N\n$/],
+      [['--check', 'a', '--check', 'b'], /^pvkit: --check given 2 times \("a", "b"\); expected one check id\n$/],
     ];
     for (const [args, want] of cases) {
       const r = await pvkit('conformance', ...args);

@@ -114,6 +114,7 @@ export function buildRunConfig(a: Omit<ConformanceArgs, 'reporter' | 'out' | 've
     else usage(`--seed must be an integer or 'random', got ${JSON.stringify(a.seed)}`);
   }
   const runs = parseRuns(a.runs);
+  if (a.check !== undefined) single('check', a.check, 'check id');
   if (a.check !== undefined && !registeredChecks().some((c) => c.id === a.check)) usage(`no check with id ${JSON.stringify(a.check)} (pvkit conformance --list shows them)`);
   return {
     target: target.name,
