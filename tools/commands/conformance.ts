@@ -198,7 +198,7 @@ export function mergeMain(dirs: readonly string[], reporter: string, out: string
 
 const common = (y: Argv) =>
   y
-    .option('reporter', { type: 'string', default: 'console,json', describe: `comma list of ${REPORTERS.join(', ')}` })
+    .option('reporter', { type: 'string', default: 'console,json,junit,html', describe: `comma list of ${REPORTERS.join(', ')}` })
     .option('out', { type: 'string', default: DEFAULT_OUT, describe: 'directory for conformance.json / .junit.xml / .html' })
     .option('verbose', { type: 'boolean', default: false, describe: 'list every result' });
 
