@@ -310,6 +310,11 @@ function common(s: ReturnType<typeof pciSim>) {
       }
       this.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK);
     },
+    /** negotiate(accept), then DRIVER_OK. */
+    start(accept: bigint) {
+      this.negotiate(accept);
+      this.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    },
   };
 }
 
@@ -389,8 +394,7 @@ describe('monitor: each virtio-pci driver rule fires on a hostile driver', () =>
     const feats = ALL | featureSet(F.NOTIFICATION_DATA);
     const s = pciSim('modern', feats);
     const c = common(s);
-    c.negotiate(feats);
-    c.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    c.start(feats);
     c.w(Common.QUEUE_SELECT, 2, 1);
     const off = c.r(Common.QUEUE_NOTIFY_OFF, 2) * 4;
     c.notify(off, 4, 1);
@@ -404,8 +408,7 @@ describe('monitor: each virtio-pci driver rule fires on a hostile driver', () =>
     const feats = ALL | featureSet(F.NOTIF_CONFIG_DATA);
     const s = pciSim('modern', feats);
     const c = common(s);
-    c.negotiate(feats);
-    c.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    c.start(feats);
     c.w(Common.QUEUE_SELECT, 2, 0);
     const off = c.r(Common.QUEUE_NOTIFY_OFF, 2) * 4;
     const data = c.r(Common.QUEUE_NOTIF_CONFIG_DATA, 2);
@@ -669,8 +672,7 @@ describe('monitor: the remaining new rules fire too', () => {
     const feats = ALL | featureSet(F.NOTIFICATION_DATA, F.NOTIF_CONFIG_DATA);
     const s = pciSim('modern', feats);
     const c = common(s);
-    c.negotiate(feats);
-    c.w(Common.DEVICE_STATUS, 1, Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK);
+    c.start(feats);
     c.w(Common.QUEUE_SELECT, 2, 0);
     const off = c.r(Common.QUEUE_NOTIFY_OFF, 2) * 4;
     const data = c.r(Common.QUEUE_NOTIF_CONFIG_DATA, 2);
