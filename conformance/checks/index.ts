@@ -12,4 +12,4 @@ import './blk-assumptions.ts';
 import './config.ts';
 import './pci.ts';
 import './packed.ts';
-import './net.ts';
+import './net/index.ts';
