@@ -10,6 +10,6 @@ import './blk.ts';
 import './blk-zoned.ts';
 import './blk-assumptions.ts';
 import './config.ts';
-import './pci.ts';
+import './pci/index.ts';
 import './packed.ts';
-import './net.ts';
+import './net/index.ts';
