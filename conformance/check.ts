@@ -14,14 +14,12 @@
  */
 import fc from 'fast-check';
 import { PvkitError, type PvkitErrorDetails } from '../spec-refs/errors.ts';
-import type { TargetContext } from './target.ts';
+import type { RingLayout, TargetContext, TransportName } from './target.ts';
+
+export { RING_LAYOUTS, TRANSPORTS, type RingLayout, type TransportName } from './target.ts';
 
 /** The side under test: the device (driven by reference or hostile drivers) or the driver (run against a checking device). */
 export type JudgedSide = 'device' | 'driver';
-export type RingLayout = 'split' | 'packed';
-export type TransportName = 'mmio' | 'mmio-legacy' | 'pci' | 'pci-legacy';
-export const RING_LAYOUTS: readonly RingLayout[] = ['split', 'packed'];
-export const TRANSPORTS: readonly TransportName[] = ['mmio', 'mmio-legacy', 'pci', 'pci-legacy'];
 
 export interface Applicability {
   /** Device kinds ('blk', 'net', ...); absent: any virtio device. */

@@ -5,8 +5,8 @@
  *
  * Only GuestPlatform is used, so it drives a device on any target.
  */
-import type { GuestPlatform } from '../drivers/core/platform.ts';
-import { Mmio, Split, Status, featureWord } from '../spec-refs/virtio.ts';
+import type { GuestPlatform } from '../spec-refs/platform/platform.ts';
+import { Mmio, Split, Status, featureWord } from '../spec-refs/abi/virtio.ts';
 
 export class RawMmio {
   constructor(readonly p: GuestPlatform, readonly base: number) {}

@@ -3,17 +3,17 @@ import { Machine } from '../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../device-models/virtio/mmio.ts';
 import { ModernLayout, attachVirtioPci } from '../device-models/virtio/pci.ts';
 import { discoverPci } from '../drivers/transport/pci.ts';
-import { Common, Legacy, PciCap } from '../spec-refs/virtio-pci.ts';
+import { Common, Legacy, PciCap } from '../spec-refs/abi/virtio-pci.ts';
 import { EchoModel } from '../device-models/virtio/testing/echo.ts';
 import { VirtioBlkDevice } from '../device-models/blk/device.ts';
 import { RamDisk } from '../device-models/blk/backend.ts';
 import { discoverMmio } from '../drivers/transport/mmio.ts';
 import { VirtioDriverDevice } from '../drivers/core/device.ts';
-import { F, Mmio, Split, Status, featureSet } from '../spec-refs/virtio.ts';
+import { F, Mmio, Split, Status, featureSet } from '../spec-refs/abi/virtio.ts';
 import { attachMonitor, type Monitor } from './monitor.ts';
 import { monitorMachine } from './vitest.ts';
 import { RawMmio, RawSplitRing } from './hostile.ts';
-import { NetTestbed } from '../device-models/net/testbed.ts';
+import { NetTestbed } from './harness/net.ts';
 
 const ALL = featureSet(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX);
 

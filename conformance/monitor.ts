@@ -25,10 +25,10 @@
 import type { Machine } from '../device-models/machine/machine.ts';
 import type { AccessSize, BusAccess } from '../device-models/machine/bus.ts';
 import { PciCfg } from '../device-models/machine/pci.ts';
-import { COMMON_FIELD_WIDTH, Common, Legacy, MODERN_DEVICE_ID_BASE, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../spec-refs/virtio-pci.ts';
-import type { PlatformDevice } from '../drivers/core/platform.ts';
-import { BlkF, F, Mmio, NetF, Packed, Split, Status, DeviceType, statusNames } from '../spec-refs/virtio.ts';
-import { NetCtrl, NetFx } from '../spec-refs/net.ts';
+import { COMMON_FIELD_WIDTH, Common, Legacy, MODERN_DEVICE_ID_BASE, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../spec-refs/abi/virtio-pci.ts';
+import type { PlatformDevice } from '../spec-refs/platform/platform.ts';
+import { BlkF, F, Mmio, NetF, Packed, Split, Status, DeviceType, statusNames } from '../spec-refs/abi/virtio.ts';
+import { NetCtrl, NetFx } from '../spec-refs/abi/net.ts';
 import { CheckFailure } from './check.ts';
 
 export interface Violation {
@@ -118,7 +118,7 @@ function definedBits(deviceType: number): Set<number> {
   const s = new Set<number>(Object.values(F));
   const dev = deviceType === DeviceType.BLOCK ? BlkF : deviceType === DeviceType.NET ? NetF : undefined;
   if (dev) for (const b of Object.values(dev)) s.add(b);
-  // virtio-net bits above 63 (UDP-tunnel GSO, RSS_CONTEXT, OUT_NET_HEADER, IPSEC) live in spec-refs/net.ts.
+  // virtio-net bits above 63 (UDP-tunnel GSO, RSS_CONTEXT, OUT_NET_HEADER, IPSEC) live in spec-refs/abi/net.ts.
   if (deviceType === DeviceType.NET) for (const b of Object.values(NetFx)) s.add(b);
   // blk: bits 0 (BARRIER), 7 (SCSI) are legacy-only and not in BlkF; they are not defined for 1.x either.
   return s;

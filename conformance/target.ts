@@ -7,9 +7,14 @@
  * models; another target (QEMU over qtest) implements the same interface and records its
  * expected failures in `xfail`.
  */
-import type { GuestPlatform, PlatformDevice } from '../drivers/core/platform.ts';
+import type { GuestPlatform, PlatformDevice } from '../spec-refs/platform/platform.ts';
 import type { Machine } from '../device-models/machine/machine.ts';
-import type { RingLayout, TransportName } from './check.ts';
+
+/** Ring layouts and transports a configuration names (checks restrict themselves to some of them). */
+export type RingLayout = 'split' | 'packed';
+export type TransportName = 'mmio' | 'mmio-legacy' | 'pci' | 'pci-legacy';
+export const RING_LAYOUTS: readonly RingLayout[] = ['split', 'packed'];
+export const TRANSPORTS: readonly TransportName[] = ['mmio', 'mmio-legacy', 'pci', 'pci-legacy'];
 
 export interface DeviceOptions {
   /** Queue size maximum the device should offer (where the target lets us choose). */

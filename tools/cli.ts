@@ -2,6 +2,9 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commands } from './commands/index.ts';
 import { PvkitError } from '../spec-refs/errors.ts';
+import { CliUsageError } from './commands/usage.ts';
+
+export { CliUsageError };
 
 /**
  * `pvkit`: one yargs program; each command lives in tools/commands/<name>.ts and is listed in
@@ -40,8 +43,6 @@ export async function main(argv: string[]): Promise<number> {
   return exitCode;
 }
 
-/** Thrown by commands for bad flags or arguments: exit code 2. */
-export class CliUsageError extends Error {}
 
 /** Run `pvkit` as the process: tools/bin/pvkit.js calls this; the exit code goes to process.exitCode. */
 export function runCli(argv: string[] = hideBin(process.argv)): void {

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from './cli.ts';
-import { validateTrace } from './trace-format.ts';
+import { validateTrace } from '../device-models/machine/trace-format.ts';
 import type { TraceEvent } from '../device-models/machine/trace.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'pvkit-trace-cli-'));

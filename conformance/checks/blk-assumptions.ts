@@ -6,7 +6,7 @@
  */
 import type { VirtioBlkDevice } from '../../device-models/blk/device.ts';
 import type { RamDisk } from '../../device-models/blk/backend.ts';
-import { BlkF, hasFeature } from '../../spec-refs/virtio.ts';
+import { BlkF, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { CheckSkip, defineCheck, expectThat } from '../check.ts';
 import type { DeviceUnderTest } from '../target.ts';
 import { monitor, simInternals, startRef } from './support.ts';

@@ -7,9 +7,9 @@
  * driver never sends) against a zoned device; they are skipped when the target cannot make one.
  */
 import fc from 'fast-check';
-import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/abi/blk-layout.ts';
 import { VirtioBlkDriver, type BlkZoneInfo } from '../../drivers/blk/driver.ts';
-import { Blk, BlkF, F, Mmio, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, F, Mmio, Status, bit, hasFeature, statusNames } from '../../spec-refs/abi/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';

@@ -3,9 +3,9 @@
  * error statuses of the device; request construction of the driver.
  */
 import fc from 'fast-check';
-import { BlkConfig, BLK_ZONE_TYPES } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BLK_ZONE_TYPES } from '../../spec-refs/abi/blk-layout.ts';
 import type { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
-import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';

@@ -3,8 +3,8 @@
  * about trusting what the device reports.
  */
 import fc from 'fast-check';
-import { BlkConfig } from '../../spec-refs/blk-layout.ts';
-import { Blk, BlkF, F, Mmio, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { BlkConfig } from '../../spec-refs/abi/blk-layout.ts';
+import { Blk, BlkF, F, Mmio, Status, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { newDeviceWith, raw, simInternals, startRef } from './support.ts';
 

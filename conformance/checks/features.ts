@@ -2,8 +2,8 @@
  * Feature bits and their negotiation (content.tex "Feature Bits", "Reserved Feature Bits").
  */
 import fc from 'fast-check';
-import { BlkF, DeviceType, F, NetF, Status, bit, featureSet, hasFeature } from '../../spec-refs/virtio.ts';
-import { NET_FEATURE_REQUIRES, NetFx } from '../../spec-refs/net.ts';
+import { BlkF, DeviceType, F, NetF, Status, bit, featureSet, hasFeature } from '../../spec-refs/abi/virtio.ts';
+import { NET_FEATURE_REQUIRES, NetFx } from '../../spec-refs/abi/net.ts';
 import { CheckFailure, checkProperty, defineCheck, expectThat } from '../check.ts';
 import { RawSplitRing } from '../hostile.ts';
 import { validRequest } from './requests.ts';
@@ -44,7 +44,7 @@ export function describedFeatureBits(deviceType: number, legacy: boolean): Set<n
  * needing FLUSH is a rule on what a blk device offers (blk.device.2), not a dependency.
  */
 const DEPENDS: Record<number, Record<number, readonly (readonly number[])[]>> = {
-  // virtio-net: the table of spec-refs/net.ts ("Feature bit requirements"), with the bits above 63.
+  // virtio-net: the table of spec-refs/abi/net.ts ("Feature bit requirements"), with the bits above 63.
   [DeviceType.NET]: Object.fromEntries(NET_FEATURE_REQUIRES.map(([f, groups]) => [f, groups])),
 };
 

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { Machine } from '../../device-models/machine/machine.ts';
 import type { RegisterHandler } from '../../device-models/machine/bus.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
-import { F, Mmio, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { F, Mmio, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { attachMonitor } from '../monitor.ts';
 import { RawSplitRing } from '../hostile.ts';

@@ -10,12 +10,12 @@
  * memory records the order of the driver's stores.
  */
 import fc from 'fast-check';
-import type { GuestMemoryAccess, GuestPlatform } from '../../drivers/core/platform.ts';
+import type { GuestMemoryAccess, GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
 import type { VirtioCore, CoreQueue } from '../../device-models/virtio/core.ts';
 import type { Chain } from '../../device-models/virtio/model.ts';
-import { Blk, F, Packed, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, F, Packed, Status, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequestOnQueue, type Seg } from './requests.ts';

@@ -8,15 +8,15 @@
  * bus (every config cycle and BAR access passes the monitor point).
  */
 import fc from 'fast-check';
-import type { GuestPlatform } from '../../drivers/core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import { PciBus, type BarInfo, type PciAddress } from '../../drivers/transport/pci-bus.ts';
 import { discoverPci, identifyVirtioPci } from '../../drivers/transport/pci.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import type { VirtioPciDevice } from '../../device-models/virtio/pci.ts';
 import type { PciFunction } from '../../device-models/machine/pci.ts';
 import type { VirtioCore } from '../../device-models/virtio/core.ts';
-import { DeviceType, F, Status, bit, featureSet, hasFeature } from '../../spec-refs/virtio.ts';
-import { COMMON_FIELD_WIDTH, Common, ISR_CONFIG, ISR_QUEUE, PciCap, VIRTIO_MSI_NO_VECTOR } from '../../spec-refs/virtio-pci.ts';
+import { DeviceType, F, Status, bit, featureSet, hasFeature } from '../../spec-refs/abi/virtio.ts';
+import { COMMON_FIELD_WIDTH, Common, ISR_CONFIG, ISR_QUEUE, PciCap, VIRTIO_MSI_NO_VECTOR } from '../../spec-refs/abi/virtio-pci.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceOptions, DeviceUnderTest, TargetContext } from '../target.ts';
 import { requestQueue, validRequest, validRequestOnQueue } from './requests.ts';

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import type { GuestPlatform } from '../../drivers/core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { CheckFailure, checkProperty, registeredChecks } from '../check.ts';
 import { runOne, type CheckResult } from '../runner.ts';

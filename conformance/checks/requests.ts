@@ -2,8 +2,8 @@
  * Hand-built requests for device-side checks on raw rings: one valid request per device kind,
  * laid out over any split of descriptors the check asks for.
  */
-import type { GuestPlatform } from '../../drivers/core/platform.ts';
-import { Blk, DeviceType } from '../../spec-refs/virtio.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
+import { Blk, DeviceType } from '../../spec-refs/abi/virtio.ts';
 import { CheckSkip } from '../check.ts';
 
 export interface Seg {

@@ -4,7 +4,7 @@
  * well-formed chains and notifies when it must.
  */
 import fc from 'fast-check';
-import { F, Mmio, Split, Status, bit, featureSet } from '../../spec-refs/virtio.ts';
+import { F, Mmio, Split, Status, bit, featureSet } from '../../spec-refs/abi/virtio.ts';
 import { CheckFailure, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import type { DeviceUnderTest, TargetContext } from '../target.ts';
 import { validRequestOnQueue, type Seg } from './requests.ts';

@@ -3,10 +3,10 @@
  * "Device Reset", "Device Cleanup").
  */
 import fc from 'fast-check';
-import { Mmio, Status, statusNames, F, bit } from '../../spec-refs/virtio.ts';
+import { Mmio, Status, statusNames, F, bit } from '../../spec-refs/abi/virtio.ts';
 import { CheckFailure, CheckSkip, checkProperty, defineCheck, expectEqual, expectThat } from '../check.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { BlkConfig } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig } from '../../spec-refs/abi/blk-layout.ts';
 
 const BlkConfigWriteback = BlkConfig.WRITEBACK;
 import { RawSplitRing } from '../hostile.ts';

@@ -6,7 +6,7 @@
  */
 export interface QemuXfail {
   readonly check: string;
-  /** Configuration names (tools/qemu/configs.ts) where it fails, or 'all'. */
+  /** Configuration names (conformance/qemu/configs.ts) where it fails, or 'all'. */
   readonly configs: readonly string[] | 'all';
   readonly reason: string;
 }

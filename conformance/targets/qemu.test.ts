@@ -3,10 +3,10 @@ import { makeCheck, expectEqual } from '../check.ts';
 import { runConformance } from '../runner.ts';
 import { configFor, configureQemuTarget, qemuTarget } from './qemu.ts';
 import { xfailFor } from './qemu-xfail.ts';
-import { skipQemu } from '../../tools/qemu/testing.ts';
+import { skipQemu } from '../qemu/testing.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
-import { F, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { F, Status, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 
 describe('qemu target: configuration mapping', () => {
   it('maps the grid to built-in configurations, and pins one when asked', () => {

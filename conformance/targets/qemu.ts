@@ -3,7 +3,7 @@
  *
  * Each newDevice starts a fresh QEMU (about 0.1 s) for the configuration that matches the
  * device, transport and ring, and returns its QtestPlatform; dispose kills it. By default the
- * grid maps to DEFAULT_GRID (tools/qemu/configs.ts); with a configuration pinned
+ * grid maps to DEFAULT_GRID (conformance/qemu/configs.ts); with a configuration pinned
  * (configureQemuTarget({ config }), `--qemu-config NAME`) every check runs on that one.
  *
  * Driver-side checks do not run here: QEMU is the device under test.
@@ -11,10 +11,10 @@
 import type { RingLayout, TransportName } from '../check.ts';
 import { CheckSkip } from '../check.ts';
 import { registerTarget, type DeviceOptions, type DeviceUnderTest, type Target } from '../target.ts';
-import { CONFIGS, DEFAULT_GRID, MICROVM, RAM_SIZE, devicesOf, findConfig, ringsOf, transportsOf, type QemuConfig } from '../../tools/qemu/configs.ts';
-import { launchQemuSync, type QemuSession } from '../../tools/qemu/launcher.ts';
+import { CONFIGS, DEFAULT_GRID, MICROVM, RAM_SIZE, devicesOf, findConfig, ringsOf, transportsOf, type QemuConfig } from '../qemu/configs.ts';
+import { launchQemuSync, type QemuSession } from '../qemu/launcher.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { F, Mmio } from '../../spec-refs/virtio.ts';
+import { F, Mmio } from '../../spec-refs/abi/virtio.ts';
 import { QEMU_XFAIL, xfailFor } from './qemu-xfail.ts';
 
 export interface QemuTargetOptions {

@@ -8,7 +8,7 @@ import { attachVirtioPci } from '../../device-models/virtio/pci.ts';
 import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { VirtioBlkDevice, DEFAULT_BLK_FEATURES, type VirtioBlkOptions } from '../../device-models/blk/device.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
-import { featureSet, F, bit } from '../../spec-refs/virtio.ts';
+import { featureSet, F, bit } from '../../spec-refs/abi/virtio.ts';
 import { registerSimDevice, registerSimRing, registerSimTransport } from './sim.ts';
 import type { DeviceOptions } from '../target.ts';
 

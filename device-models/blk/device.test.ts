@@ -5,11 +5,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { GuestMemory } from '../machine/memory.ts';
 import { Scheduler } from '../machine/scheduler.ts';
-import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, F, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { VirtioBlkDevice, type VirtioBlkOptions } from './device.ts';
 import { FileDisk, RamDisk, type BlkBackend } from './backend.ts';
-import { BlkConfig } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig } from '../../spec-refs/abi/blk-layout.ts';
 import { Bump, ListContext, dwzSegments, header, makeChain } from './test-support.ts';
 import type { Segment } from '../virtio/model.ts';
 

@@ -18,9 +18,9 @@
  */
 import type { Chain, DeviceContext, Segment, VirtioDeviceModel } from '../virtio/model.ts';
 import type { GuestMemory } from '../machine/memory.ts';
-import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { GuestMemoryError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/abi/blk-layout.ts';
 import { SECTOR, type BlkBackend } from './backend.ts';
 import { ZoneSet, type ZonedOptions } from './zones.ts';
 

@@ -8,8 +8,8 @@
  *
  * All sector numbers are plain numbers (the device model keeps capacities below 2^53 sectors).
  */
-import { Blk } from '../../spec-refs/virtio.ts';
-import { BlkZoneModel, BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/blk-layout.ts';
+import { Blk } from '../../spec-refs/abi/virtio.ts';
+import { BlkZoneModel, BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/abi/blk-layout.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 
 export type ZoneModelName = 'hm' | 'ha' | 'none';

@@ -1,5 +1,5 @@
 import type { EventCounts } from '../machine/cost.ts';
-import { HC_ENOSYS } from '../../spec-refs/pvmmu-abi.ts';
+import { HC_ENOSYS } from '../../spec-refs/abi/pvmmu.ts';
 
 export type HypercallHandler = (a0: number, a1: number, a2: number, a3: number) => number;
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Machine } from '../machine/machine.ts';
 import { Hypervisor, type HypervisorOptions } from './hypervisor.ts';
-import * as abi from '../../spec-refs/pvmmu-abi.ts';
+import * as abi from '../../spec-refs/abi/pvmmu.ts';
 import { GuestFault } from '../../spec-refs/errors.ts';
-import { makePte, PTE_P, PTE_RW, tableIndex } from '../machine/mmu.ts';
+import { makePte, PTE_P, PTE_RW, tableIndex } from '../../spec-refs/abi/x86-paging.ts';
 
 function setup(opts: HypervisorOptions) {
   const m = new Machine({ ram: [{ base: 0, size: 8 << 20 }], exitsTakeTime: false });

@@ -1,12 +1,12 @@
 import type { Machine } from '../machine/machine.ts';
 import type { VCpu, ExitInfo } from '../machine/vcpu.ts';
 import type { EventCounts } from '../machine/cost.ts';
-import type { CpuServices } from '../../drivers/core/platform.ts';
+import type { CpuServices } from '../../spec-refs/platform/platform.ts';
 import { Tlb, SoftTlb, TLB_WRITABLE } from '../machine/tlb.ts';
-import { walk, newWalkResult, PAGE_SIZE, CR4_PCIDE, CR4_PGE, type WalkResult } from '../machine/mmu.ts';
+import { walk, newWalkResult, PAGE_SIZE, CR4_PCIDE, CR4_PGE, type WalkResult } from '../../spec-refs/abi/x86-paging.ts';
 import { ShadowMmu, type ShadowBugs, type ShadowRoot } from './shadow.ts';
 import { HypercallTable } from './hypercalls.ts';
-import * as abi from '../../spec-refs/pvmmu-abi.ts';
+import * as abi from '../../spec-refs/abi/pvmmu.ts';
 import { GuestFault, UsageError, hex } from '../../spec-refs/errors.ts';
 
 /**

@@ -1,5 +1,5 @@
 import type { EventCounts } from '../machine/cost.ts';
-import { PAGE_SIZE, pagesPerEntry, type WalkResult } from '../machine/mmu.ts';
+import { PAGE_SIZE, pagesPerEntry, type WalkResult } from '../../spec-refs/abi/x86-paging.ts';
 
 /**
  * Shadow paging: the hypervisor keeps, per guest page-table root (guest CR3), a shadow table

@@ -5,5 +5,5 @@ export * from './vcpu.ts';
 export * from './irq.ts';
 export * from './cost.ts';
 export * from './profiles.ts';
-export * from './dma.ts';
+export { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
 export * from './machine.ts';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
 import { GuestMemory } from './memory.ts';
 import { Scheduler } from './scheduler.ts';
-import { ExtentAllocator } from './dma.ts';
+import { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
 import { Machine } from './machine.ts';
 import { GuestMemoryError, UsageError } from '../../spec-refs/errors.ts';
 

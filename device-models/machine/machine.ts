@@ -4,10 +4,10 @@ import { Scheduler, type SchedulerOptions } from './scheduler.ts';
 import { VCpu, type ExitReasonName } from './vcpu.ts';
 import { InterruptController, type IrqLine } from './irq.ts';
 import { EventCounts, costOf, type CostBreakdown, type CostProfile } from './cost.ts';
-import { ExtentAllocator } from './dma.ts';
+import { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
 import { getProfile } from './profiles.ts';
 import './profile-data.ts';
-import type { CpuServices, GuestPlatform, Interrupts, PciInfo, PlatformDevice } from '../../drivers/core/platform.ts';
+import type { CpuServices, GuestPlatform, Interrupts, PciInfo, PlatformDevice } from '../../spec-refs/platform/platform.ts';
 import type { RegisterHandler } from './bus.ts';
 
 export interface MachineOptions {

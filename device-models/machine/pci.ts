@@ -2,7 +2,7 @@ import type { AccessSize, RegisterHandler } from './bus.ts';
 import type { IrqLine } from './irq.ts';
 import { MSI_ADDRESS_BASE } from './irq.ts';
 import { Layout, type Machine } from './machine.ts';
-import type { PciInfo } from '../../drivers/core/platform.ts';
+import type { PciInfo } from '../../spec-refs/platform/platform.ts';
 import { BusError, hex } from '../../spec-refs/errors.ts';
 
 /**

@@ -1,6 +1,6 @@
 import { registerProfile } from './profiles.ts';
 import type { CostConstant } from './cost.ts';
-import { TWO_D_WALK_REFS } from './mmu.ts';
+import { TWO_D_WALK_REFS } from '../../spec-refs/abi/x86-paging.ts';
 
 /**
  * The built-in cost profiles. Every constant says where it comes from. Three kinds of source:

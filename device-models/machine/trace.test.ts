@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Machine } from './machine.ts';
 import { MachineTracer, TraceSession, type TraceEvent } from './trace.ts';
-import { validateTrace } from '../../tools/trace-format.ts';
+import { validateTrace } from './trace-format.ts';
 
 /** A tiny device: a write to its doorbell schedules device work that raises its line after 2 us. */
 function doorbellMachine(): { m: Machine; base: number } {

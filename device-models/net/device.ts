@@ -16,15 +16,15 @@ import type { Chain, DeviceContext, DeviceQueue, VirtioDeviceModel } from '../vi
 import { gatherInto, scatter } from '../virtio/chain-io.ts';
 import type { ScheduledEvent } from '../machine/scheduler.ts';
 import { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
-import { DeviceType, F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { netFeatureDependencyError, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
-import { NetFx } from '../../spec-refs/net.ts';
-import { HashTunnel } from '../../spec-refs/net.ts';
-import { vxlanOffsets } from '../../drivers/net/gso.ts';
-import { ETH_HLEN, HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, StatsType } from '../../spec-refs/net.ts';
-import { IpProto, csumFold, isBroadcast, isMulticast, macEquals, macKey, parseFrame, pseudoHeaderSum, readBe16, verifyChecksums, writeBe16, type FrameInfo } from '../../drivers/net/packet.ts';
+import { DeviceType, F, NetF, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
+import { netFeatureDependencyError, netHdrSize, pruneNetFeatures } from '../../spec-refs/abi/net.ts';
+import { NetFx } from '../../spec-refs/abi/net.ts';
+import { HashTunnel } from '../../spec-refs/abi/net.ts';
+import { vxlanOffsets } from '../../spec-refs/abi/gso.ts';
+import { ETH_HLEN, HashReport, HashType, NetCfg, NetCtrl, NetHdr, NetStatus, StatsCounters, StatsType } from '../../spec-refs/abi/net.ts';
+import { IpProto, csumFold, isBroadcast, isMulticast, macEquals, macKey, parseFrame, pseudoHeaderSum, readBe16, verifyChecksums, writeBe16, type FrameInfo } from '../../spec-refs/abi/packet.ts';
 import { completeChecksum, segment, type WireFrame } from './wire.ts';
-import { gsoLayers } from '../../drivers/net/gso.ts';
+import { gsoLayers } from '../../spec-refs/abi/gso.ts';
 import { DEFAULT_RSS_KEY, hashPacket } from './rss.ts';
 
 /** Where a NIC's transmitted frames go (a switch port, a tap...). */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ip4FromString, macFromString } from '../../drivers/net/packet.ts';
+import { ip4FromString, macFromString } from '../../spec-refs/abi/packet.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
 import { HostPeer } from './host-peer.ts';
-import { NetTestbed, netConfigs } from './testbed.ts';
+import { NetTestbed, netConfigs } from '../../conformance/harness/net.ts';
 import { plug } from './switch.ts';
 
 describe.each(netConfigs())('end to end over %s with %s rings', (transport, ring) => {

@@ -6,13 +6,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
-import { NetF, bit } from '../../spec-refs/virtio.ts';
-import { HashReport, HashTunnel, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/net.ts';
-import { buildVxlan, gsoSegment, vxlanOffsets } from '../../drivers/net/gso.ts';
-import { BROADCAST, EtherType, buildEthernet, buildL4Frame, ip4FromString, macFromString, macToString, parseFrame, parseIp, verifyChecksums } from '../../drivers/net/packet.ts';
+import { NetF, bit } from '../../spec-refs/abi/virtio.ts';
+import { HashReport, HashTunnel, HashType, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsType } from '../../spec-refs/abi/net.ts';
+import { buildVxlan, gsoSegment, vxlanOffsets } from '../../spec-refs/abi/gso.ts';
+import { BROADCAST, EtherType, buildEthernet, buildL4Frame, ip4FromString, macFromString, macToString, parseFrame, parseIp, verifyChecksums } from '../../spec-refs/abi/packet.ts';
 import { NET_DRIVER_FEATURES, completeReceived, type RxFrame } from '../../drivers/net/driver.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
-import { NetTestbed } from './testbed.ts';
+import { NetTestbed } from '../../conformance/harness/net.ts';
 import { DEFAULT_RSS_KEY, hashPacket } from './rss.ts';
 import type { WireFrame } from './wire.ts';
 

@@ -17,7 +17,7 @@ import {
   parseFrame,
   parseIcmpEcho,
   verifyChecksums,
-} from '../../drivers/net/packet.ts';
+} from '../../spec-refs/abi/packet.ts';
 import type { Scheduler } from '../machine/scheduler.ts';
 import type { NetBackend, NetEndpoint } from './device.ts';
 import { normalize, type WireFrame } from './wire.ts';

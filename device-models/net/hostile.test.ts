@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
-import { NetF, bit } from '../../spec-refs/virtio.ts';
-import { NetCtrl, NetHdr } from '../../spec-refs/net.ts';
-import { buildL4Frame, ip4FromString, macFromString, verifyChecksums } from '../../drivers/net/packet.ts';
+import { NetF, bit } from '../../spec-refs/abi/virtio.ts';
+import { NetCtrl, NetHdr } from '../../spec-refs/abi/net.ts';
+import { buildL4Frame, ip4FromString, macFromString, verifyChecksums } from '../../spec-refs/abi/packet.ts';
 import { normalize } from './wire.ts';
 import { NET_SUPPORTED_FEATURES } from './device.ts';
 import { RawNet } from './raw.ts';

@@ -3,13 +3,13 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildL4Frame, ip4FromString, ip6FromString, macFromString } from '../../drivers/net/packet.ts';
+import { buildL4Frame, ip4FromString, ip6FromString, macFromString } from '../../spec-refs/abi/packet.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
-import { NetHdr } from '../../spec-refs/net.ts';
+import { NetHdr } from '../../spec-refs/abi/net.ts';
 import { HostPeer } from './host-peer.ts';
 import { PcapWriter } from './pcap.ts';
 import { plug } from './switch.ts';
-import { NetTestbed } from './testbed.ts';
+import { NetTestbed } from '../../conformance/harness/net.ts';
 
 const haveTshark = spawnSync('tshark', ['--version'], { stdio: 'ignore' }).status === 0;
 if (!haveTshark && process.env.CI) throw new Error('tshark is required in CI (.ci/run installs it)');

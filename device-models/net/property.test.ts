@@ -7,12 +7,12 @@
  */
 import { describe, expect } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
-import { NetF, F, bit } from '../../spec-refs/virtio.ts';
-import { NetHdr, netHdrSize } from '../../spec-refs/net.ts';
-import { IpProto, buildL4Frame, ip4FromString, parseFrame, readBe32, verifyChecksums } from '../../drivers/net/packet.ts';
+import { NetF, F, bit } from '../../spec-refs/abi/virtio.ts';
+import { NetHdr, netHdrSize } from '../../spec-refs/abi/net.ts';
+import { IpProto, buildL4Frame, ip4FromString, parseFrame, readBe32, verifyChecksums } from '../../spec-refs/abi/packet.ts';
 import { completeReceived, NET_DRIVER_FEATURES, type RxFrame } from '../../drivers/net/driver.ts';
 import { segment } from './wire.ts';
-import { NetTestbed, netConfigs } from './testbed.ts';
+import { NetTestbed, netConfigs } from '../../conformance/harness/net.ts';
 
 interface Side {
   mrg: boolean;

@@ -6,8 +6,8 @@
 import { Machine } from '../machine/machine.ts';
 import { attachVirtioMmio, type AttachedMmio } from '../virtio/mmio.ts';
 import { RawSplitRing } from '../virtio/testing/raw-ring.ts';
-import { F, NetF, Status, Split, bit, featureWord } from '../../spec-refs/virtio.ts';
-import { NetHdr, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
+import { F, NetF, Status, Split, bit, featureWord } from '../../spec-refs/abi/virtio.ts';
+import { NetHdr, netHdrSize, pruneNetFeatures } from '../../spec-refs/abi/net.ts';
 import { VirtioNetDevice, type NetDeviceOptions } from './device.ts';
 import type { WireFrame } from './wire.ts';
 

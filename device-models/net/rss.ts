@@ -2,8 +2,8 @@
  * Per-packet hash for RSS and HASH_REPORT: the Toeplitz hash over the fields the enabled hash
  * types select (device-types/net/description.tex, "Hash calculation for incoming packets").
  */
-import { IpProto, type FrameInfo } from '../../drivers/net/packet.ts';
-import { HashReport, HashType } from '../../spec-refs/net.ts';
+import { IpProto, type FrameInfo } from '../../spec-refs/abi/packet.ts';
+import { HashReport, HashType } from '../../spec-refs/abi/net.ts';
 
 /** The 40-byte key Microsoft's RSS documentation uses in its verification suite (a common default). */
 export const DEFAULT_RSS_KEY = new Uint8Array([

@@ -7,7 +7,7 @@
  * Forwarding is synchronous; endpoints that do real work on receipt (device models, the host
  * peer) queue it on the scheduler, so a frame's journey never recurses without bound.
  */
-import { isMulticast, macKey } from '../../drivers/net/packet.ts';
+import { isMulticast, macKey } from '../../spec-refs/abi/packet.ts';
 import type { NetBackend, NetEndpoint } from './device.ts';
 import type { WireFrame } from './wire.ts';
 

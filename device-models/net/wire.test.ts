@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
-import { buildL4Frame, ip4FromString, ip6FromString, macFromString, parseFrame, readBe16, readBe32, verifyChecksums, TcpFlag } from '../../drivers/net/packet.ts';
-import { NetHdr } from '../../spec-refs/net.ts';
+import { buildL4Frame, ip4FromString, ip6FromString, macFromString, parseFrame, readBe16, readBe32, verifyChecksums, TcpFlag } from '../../spec-refs/abi/packet.ts';
+import { NetHdr } from '../../spec-refs/abi/net.ts';
 import { normalize, segment } from './wire.ts';
 import { toeplitz } from './rss.ts';
 import { DEFAULT_RSS_KEY } from './rss.ts';

@@ -7,8 +7,8 @@
  * left work to do, the pending checksum and GSO facts. Backends that want on-the-wire frames
  * (pcap, the host peer, a NIC whose driver did not negotiate the offload) call `normalize`.
  */
-import { csumAdd, csumFold, writeBe16 } from '../../drivers/net/packet.ts';
-import { gsoSegment, type TunnelOffsets } from '../../drivers/net/gso.ts';
+import { csumAdd, csumFold, writeBe16 } from '../../spec-refs/abi/packet.ts';
+import { gsoSegment, type TunnelOffsets } from '../../spec-refs/abi/gso.ts';
 
 export interface PartialCsum {
   /** Offset where the ones' complement sum starts. */
@@ -52,7 +52,7 @@ export function completeChecksum(frame: Uint8Array, start: number, offset: numbe
 }
 
 /** Maximum number of segments one GSO frame may be cut into (bounds the work a hostile sender causes). */
-export { MAX_SEGMENTS } from '../../drivers/net/gso.ts';
+export { MAX_SEGMENTS } from '../../spec-refs/abi/gso.ts';
 
 /**
  * Cut a GSO super-frame into segments. The header length is taken from parsing the frame, never

@@ -1,4 +1,4 @@
-import type { GuestMemoryAccess } from '../machine/memory.ts';
+import type { GuestMemoryAccess } from '../../spec-refs/platform/guest-memory.ts';
 import type { Segment } from './model.ts';
 
 /**

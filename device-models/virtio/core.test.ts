@@ -3,7 +3,7 @@ import { Machine } from '../machine/machine.ts';
 import { VirtioCore, registerRingLayout, ringLayout, type CoreQueue, type RingLayout, type TransportSignals } from './core.ts';
 import { EchoModel } from './testing/echo.ts';
 import { RawSplitRing, D_NEXT, D_WRITE, RAW_RAM } from './testing/raw-ring.ts';
-import { F, Status, bit, featureSet, featureWord } from '../../spec-refs/virtio.ts';
+import { F, Status, bit, featureSet, featureWord } from '../../spec-refs/abi/virtio.ts';
 import type { Chain } from './model.ts';
 
 class Signals implements TransportSignals {

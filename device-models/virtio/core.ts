@@ -3,8 +3,8 @@
  * generation, per-queue configuration and the life cycle of the rings. A transport
  * (virtio-mmio, virtio-pci) decodes its registers into calls on a VirtioCore and implements
  * TransportSignals to carry the core's interrupts; a device model (VirtioDeviceModel) sees only
- * DeviceContext and DeviceQueue. Ring layouts plug in through registerRingLayout(): the split
- * ring is built in, the packed ring registers itself from packed-queue.ts.
+ * DeviceContext and DeviceQueue. The ring layouts (split, packed) sit behind the RingLayout
+ * interface of ring.ts; ring-layouts.ts holds the table of them.
  *
  * Nothing here throws for guest input: a driver error is recorded, and where the device cannot
  * go on it sets DEVICE_NEEDS_RESET and sends a configuration-change notification.
@@ -12,10 +12,13 @@
 import type { GuestMemory } from '../machine/memory.ts';
 import type { Scheduler, ScheduledEvent } from '../machine/scheduler.ts';
 import { DriverMisbehaviourError, PvkitError, hex } from '../../spec-refs/errors.ts';
-import { F, Status, bit, featureWord, hasFeature, statusNames, withFeatureWord } from '../../spec-refs/virtio.ts';
+import { F, Status, bit, featureWord, hasFeature, statusNames, withFeatureWord } from '../../spec-refs/abi/virtio.ts';
 import type { Chain, DeviceContext, DeviceQueue, VirtioDeviceModel } from './model.ts';
-import { splitLayout } from './split-queue.ts';
-import { packedLayout } from './packed-queue.ts';
+import type { CoreQueue, QueueConfig, RingHost, RingOptions } from './ring.ts';
+import { ringLayout } from './ring-layouts.ts';
+
+export type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './ring.ts';
+export { registerRingLayout, ringLayout } from './ring-layouts.ts';
 
 /** What a transport does for the core: raise its interrupts. */
 export interface TransportSignals {
@@ -25,77 +28,6 @@ export interface TransportSignals {
   configChange(): void;
   /** The device was reset: drop pending interrupt state and lower lines. */
   reset(): void;
-}
-
-/** Per-queue configuration, written by the transport (the driver's view of the queue). */
-export interface QueueConfig {
-  readonly index: number;
-  readonly maxSize: number;
-  size: number;
-  /** QueueReady / queue_enable (legacy: a non-zero PFN). */
-  ready: boolean;
-  /** Descriptor area (split: descriptor table; packed: descriptor ring). */
-  desc: number;
-  /** Driver area (split: available ring; packed: driver event suppression). */
-  driver: number;
-  /** Device area (split: used ring; packed: device event suppression). */
-  device: number;
-  /** A queue reset (RING_RESET) is in progress. */
-  resetting: boolean;
-}
-
-/** What a ring implementation gets from the core. */
-export interface RingHost {
-  readonly mem: GuestMemory;
-  /** The driver broke the ring: record, set DEVICE_NEEDS_RESET, stop every queue. */
-  driverError(err: DriverMisbehaviourError): void;
-  /** Raise a used-buffer notification for the queue. */
-  signalUsed(index: number): void;
-}
-
-/** Negotiated facts a ring needs, as booleans (no BigInt on the hot path). */
-export interface RingOptions {
-  readonly eventIdx: boolean;
-  readonly indirect: boolean;
-  readonly inOrder: boolean;
-  readonly legacy: boolean;
-}
-
-/** A live ring as the core holds it: the model's DeviceQueue plus life-cycle control. */
-export interface CoreQueue extends DeviceQueue {
-  readonly layout: 'split' | 'packed';
-  /**
-   * Stop the ring. `halt` (DEVICE_NEEDS_RESET): no more chains are taken, but chains already
-   * taken may still be completed. `detach` (reset, queue reset): the ring never touches guest
-   * memory again, completions included.
-   */
-  stop(mode: 'halt' | 'detach'): void;
-  /** VIRTIO_F_SUSPEND: stop (true) or restart (false) taking new chains; completions still go through. */
-  pause?(on: boolean): void;
-  /** Chains taken and not yet completed (for suspend: wait until every one has been used). */
-  readonly numInFlight?: number;
-}
-
-/** A ring layout: how to validate a queue configuration and build the ring over it. */
-export interface RingLayout {
-  readonly name: 'split' | 'packed';
-  /** A reason the configuration is unusable (size, alignment, areas outside RAM...), or null. */
-  validate(cfg: Readonly<QueueConfig>, mem: GuestMemory, opts: RingOptions): DriverMisbehaviourError | null;
-  create(host: RingHost, cfg: Readonly<QueueConfig>, opts: RingOptions): CoreQueue;
-}
-
-const layouts = new Map<'split' | 'packed', RingLayout>([
-  ['split', splitLayout],
-  ['packed', packedLayout],
-]);
-
-/** Install a ring layout (split-queue.ts and packed-queue.ts call this when imported). */
-export function registerRingLayout(layout: RingLayout): void {
-  layouts.set(layout.name, layout);
-}
-
-export function ringLayout(name: 'split' | 'packed'): RingLayout | undefined {
-  return layouts.get(name);
 }
 
 export interface VirtioCoreOptions {
@@ -190,7 +122,7 @@ export class VirtioCore implements RingHost {
     this.suspendTimeoutNs = opts.suspendTimeoutNs ?? 10_000_000;
     let offered = model.offeredFeatures & (opts.transportFeatures ?? ALL_FEATURES);
     // A ring layout nobody implements is not offered.
-    if (!layouts.has('packed')) offered &= ~bit(F.RING_PACKED);
+    if (!ringLayout('packed')) offered &= ~bit(F.RING_PACKED);
     // The legacy interface has 32 feature bits and no VERSION_1 (features >= 32 all need VERSION_1).
     if (this.legacy) offered &= 0xffff_ffffn & ~(model.legacyWithheldFeatures ?? 0n);
     this._deviceFeatures = offered;
@@ -386,7 +318,7 @@ export class VirtioCore implements RingHost {
   }
 
   private makeRing(q: QueueConfig): CoreQueue {
-    const layout = layouts.get(this.layoutName);
+    const layout = ringLayout(this.layoutName);
     if (!layout) return new DeadQueue(q.index, q.size);
     return layout.create(this, q, this.ringOpts);
   }
@@ -675,7 +607,7 @@ export class VirtioCore implements RingHost {
     if (q.size === 0 || q.size > q.maxSize) {
       return new DriverMisbehaviourError('queue.size', `queue ${q.index} size out of range`, { statements: ['mmio.driver.14'], expected: `1..${q.maxSize}`, seen: String(q.size) });
     }
-    const layout = layouts.get(this.layoutName);
+    const layout = ringLayout(this.layoutName);
     if (!layout) return new DriverMisbehaviourError('queue.layout', `no ${this.layoutName} ring implementation`, {});
     return layout.validate(q, this.mem, this.ringOpts);
   }

@@ -4,7 +4,7 @@ import { Machine } from '../machine/machine.ts';
 import { attachVirtioMmio, PVKIT_VENDOR_ID } from './mmio.ts';
 import { EchoModel, ECHO_DEVICE_ID, ECHO_CONFIG_MAGIC } from './testing/echo.ts';
 import { RawSplitRing, D_NEXT, D_WRITE } from './testing/raw-ring.ts';
-import { F, Mmio, Status, featureSet, featureWord } from '../../spec-refs/virtio.ts';
+import { F, Mmio, Status, featureSet, featureWord } from '../../spec-refs/abi/virtio.ts';
 import { legacySplitLayout } from './split-queue.ts';
 
 const BUF = 0x20_0000;

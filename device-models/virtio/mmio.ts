@@ -12,7 +12,7 @@ import type { AccessSize, RegisterHandler } from '../machine/bus.ts';
 import type { IrqLine } from '../machine/irq.ts';
 import type { Machine } from '../machine/machine.ts';
 import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
-import { F, Mmio, Split, bit } from '../../spec-refs/virtio.ts';
+import { F, Mmio, Split, bit } from '../../spec-refs/abi/virtio.ts';
 import { VirtioCore, type TransportSignals } from './core.ts';
 import { legacySplitLayout } from './split-queue.ts';
 import type { VirtioDeviceModel } from './model.ts';

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
 import { GuestMemory } from '../machine/memory.ts';
-import { ExtentAllocator } from '../machine/dma.ts';
+import { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
 import { PackedDeviceQueue, validatePackedConfig, type PackedRingOptions } from './packed-queue.ts';
 import { PackedVirtqueue } from '../../drivers/core/packed.ts';
 import { DriverMisbehaviourError } from '../../spec-refs/errors.ts';

@@ -17,10 +17,10 @@
  */
 import type { GuestMemory, RamRegion } from '../machine/memory.ts';
 import { DriverMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { Packed } from '../../spec-refs/virtio.ts';
+import { Packed } from '../../spec-refs/abi/virtio.ts';
 import type { Chain } from './model.ts';
 import { PooledChain } from './chain-pool.ts';
-import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
+import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './ring.ts';
 
 /** What the ring needs from the core (structurally the core's RingHost). */
 export interface PackedRingHost {

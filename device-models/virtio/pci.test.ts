@@ -11,8 +11,8 @@ import { discoverPci, type PciTransport, type PciTransportOptions } from '../../
 import { Cfg } from '../../drivers/transport/pci-bus.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { SplitVirtqueue } from '../../drivers/core/split.ts';
-import { F, Status, featureSet } from '../../spec-refs/virtio.ts';
-import { Common, PciCap, VIRTIO_MSI_NO_VECTOR } from '../../spec-refs/virtio-pci.ts';
+import { F, Status, featureSet } from '../../spec-refs/abi/virtio.ts';
+import { Common, PciCap, VIRTIO_MSI_NO_VECTOR } from '../../spec-refs/abi/virtio-pci.ts';
 
 /** The echo model under a real device type with a transitional id (net = 1). */
 class NetEcho extends EchoModel {

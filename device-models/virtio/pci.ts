@@ -20,7 +20,7 @@ import type { AccessSize, RegisterHandler } from '../machine/bus.ts';
 import type { Machine } from '../machine/machine.ts';
 import { pciHost, type PciFunction } from '../machine/pci.ts';
 import { DriverMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { F, hasFeature } from '../../spec-refs/virtio.ts';
+import { F, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import {
   COMMON_FIELD_WIDTH,
   Common,
@@ -32,7 +32,7 @@ import {
   TRANSITIONAL_DEVICE_ID,
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_PCI_VENDOR_ID,
-} from '../../spec-refs/virtio-pci.ts';
+} from '../../spec-refs/abi/virtio-pci.ts';
 import { VirtioCore, type TransportSignals } from './core.ts';
 import { legacySplitLayout } from './split-queue.ts';
 import type { VirtioDeviceModel } from './model.ts';

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
 import { Machine } from '../machine/machine.ts';
 import { GuestMemory } from '../machine/memory.ts';
-import { ExtentAllocator } from '../machine/dma.ts';
+import { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
 import { attachVirtioMmio } from './mmio.ts';
 import { attachVirtioPci } from './pci.ts';
 import { EchoModel } from './testing/echo.ts';
@@ -20,7 +20,7 @@ import { SplitVirtqueue } from '../../drivers/core/split.ts';
 import { PackedVirtqueue } from '../../drivers/core/packed.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import type { VirtioCore } from './core.ts';
-import { F, featureSet } from '../../spec-refs/virtio.ts';
+import { F, featureSet } from '../../spec-refs/abi/virtio.ts';
 import type { DriverMisbehaviourError } from '../../spec-refs/errors.ts';
 
 class NetEcho extends EchoModel {

@@ -3,7 +3,7 @@ import { test as fcTest, fc } from '@fast-check/vitest';
 import { D_INDIRECT, D_NEXT, D_WRITE, rawSetup, type RawSetup } from './testing/raw-ring.ts';
 import { Machine } from '../machine/machine.ts';
 import { MAX_INDIRECT_ENTRIES, legacySplitLayout, splitAreaSizes } from './split-queue.ts';
-import { Status } from '../../spec-refs/virtio.ts';
+import { Status } from '../../spec-refs/abi/virtio.ts';
 
 const BUF = 0x20_0000; // data buffers live here (RAM, outside the ring)
 const HOLE = 8 << 20; // end of ram-low (RAW_RAM): a hole follows

@@ -15,10 +15,10 @@
  */
 import type { GuestMemory, RamRegion } from '../machine/memory.ts';
 import { DriverMisbehaviourError, hex } from '../../spec-refs/errors.ts';
-import { Split } from '../../spec-refs/virtio.ts';
+import { Split } from '../../spec-refs/abi/virtio.ts';
 import type { Chain } from './model.ts';
 import { PooledChain } from './chain-pool.ts';
-import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './core.ts';
+import type { CoreQueue, QueueConfig, RingHost, RingLayout, RingOptions } from './ring.ts';
 
 const TWO32 = 0x1_0000_0000;
 /** Largest indirect table accepted: as many entries as the largest queue (split.device.2 allows a limit). */

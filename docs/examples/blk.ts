@@ -1,9 +1,9 @@
 // docs/examples/blk.ts — chapter 5: the virtio-blk reference driver.
 import assert from 'node:assert/strict';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
-import { Blk } from '../../spec-refs/virtio.ts';
+import { Blk } from '../../spec-refs/abi/virtio.ts';
 
 export function run(): string[] {
   const lines: string[] = [];

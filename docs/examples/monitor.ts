@@ -5,7 +5,7 @@ import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { attachMonitor } from '../../conformance/monitor.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
-import { Mmio, Status } from '../../spec-refs/virtio.ts';
+import { Mmio, Status } from '../../spec-refs/abi/virtio.ts';
 
 export function run(): string[] {
   const m = new Machine();

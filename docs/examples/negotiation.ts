@@ -1,6 +1,6 @@
 // docs/examples/negotiation.ts — chapter 2: status bits and feature negotiation.
 import assert from 'node:assert/strict';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
@@ -8,7 +8,7 @@ import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
 import { NegotiationError } from '../../spec-refs/errors.ts';
-import { BlkF, F, Status, bit, featureNames, hasFeature } from '../../spec-refs/virtio.ts';
+import { BlkF, F, Status, bit, featureNames, hasFeature } from '../../spec-refs/abi/virtio.ts';
 
 export function run(): string[] {
   const lines: string[] = [];

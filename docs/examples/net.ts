@@ -1,11 +1,11 @@
 // docs/examples/net.ts — chapter 6: the virtio-net reference driver pings a host on a simulated switch.
 import assert from 'node:assert/strict';
-import { NetTestbed } from '../../device-models/net/testbed.ts';
+import { NetTestbed } from '../../conformance/harness/net.ts';
 import { HostPeer } from '../../device-models/net/host-peer.ts';
 import { plug } from '../../device-models/net/switch.ts';
 import { GuestIpStack } from '../../drivers/net/stack.ts';
-import { ip4FromString, macFromString, macToString } from '../../drivers/net/packet.ts';
-import { NetF, hasFeature } from '../../spec-refs/virtio.ts';
+import { ip4FromString, macFromString, macToString } from '../../spec-refs/abi/packet.ts';
+import { NetF, hasFeature } from '../../spec-refs/abi/virtio.ts';
 
 export function run(): string[] {
   const lines: string[] = [];

@@ -9,7 +9,7 @@ import { runConformance } from '../../conformance/runner.ts';
 import { VirtioBlkDevice, DEFAULT_BLK_FEATURES } from '../../device-models/blk/device.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
-import { BlkF, F, bit, featureSet, hasFeature } from '../../spec-refs/virtio.ts';
+import { BlkF, F, bit, featureSet, hasFeature } from '../../spec-refs/abi/virtio.ts';
 
 /** "My" device: a virtio-blk model that insists on FLUSH, i.e. refuses some consistent subsets of its own offer. */
 class PickyBlk extends VirtioBlkDevice {

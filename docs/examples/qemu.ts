@@ -6,7 +6,7 @@ import { configureQemuTarget } from '../../conformance/targets/qemu.ts';
 import { registeredChecks } from '../../conformance/check.ts';
 import { getTarget } from '../../conformance/target.ts';
 import { runConformance } from '../../conformance/runner.ts';
-import { locateQemu } from '../../tools/qemu/find.ts';
+import { locateQemu } from '../../conformance/qemu/find.ts';
 
 export async function run(): Promise<string[]> {
   const qemu = locateQemu();

@@ -6,7 +6,7 @@ import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { VirtioDriverDevice } from '../../drivers/core/device.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
 import { readSplit } from '../../tools/repl/ring-view.ts';
-import { F, bit } from '../../spec-refs/virtio.ts';
+import { F, bit } from '../../spec-refs/abi/virtio.ts';
 
 export function run(): string[] {
   const m = new Machine();

@@ -4,10 +4,10 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MachineTracer } from '../../device-models/machine/trace.ts';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
-import { validateTrace } from '../../tools/trace-format.ts';
+import { validateTrace } from '../../device-models/machine/trace-format.ts';
 
 export function run(): string[] {
   const sim = simBlk({ device: { backend: new RamDisk(1 << 20), latencyNs: 10_000 }, notifyLatencyNs: 1000 });

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { simBlk, type SimBlkOptions } from '../../device-models/blk/harness.ts';
+import { simBlk, type SimBlkOptions } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
-import { BlkConfig } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig } from '../../spec-refs/abi/blk-layout.ts';
 import { VirtioBlkDevice } from '../../device-models/blk/device.ts';
 import type { Chain, DeviceContext, VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { discoverMmio } from '../transport/mmio.ts';
 import { VirtioBlkDriver, type BlkDriverOptions } from './driver.ts';
-import { Blk, BlkF, F, Status, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, F, Status, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { DeviceMisbehaviourError, DeviceNeedsResetError, DriverMisbehaviourError, NegotiationError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
 
 const KiB = 1024;

@@ -17,12 +17,12 @@
  * request) and every config value it relies on.
  */
 import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
-import type { GuestPlatform } from '../core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
-import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/virtio.ts';
+import { Blk, BlkF, DeviceType, F, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import { DeviceMisbehaviourError, NegotiationError, PvkitError, RequestError, UsageError } from '../../spec-refs/errors.ts';
 import { VirtioDriverDevice, type DeviceInitOptions } from '../core/device.ts';
-import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BlkZoneType, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/blk-layout.ts';
+import { BlkConfig, BlkDwz, BlkReqHeader, BlkZonedConfig, BlkZoneModel, BlkZoneReport, BlkZoneType, BLK_APPEND_SECTOR_BYTES } from '../../spec-refs/abi/blk-layout.ts';
 
 const SECTOR = 512;
 const TWO32 = 0x1_0000_0000;

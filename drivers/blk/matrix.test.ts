@@ -13,11 +13,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
-import { isLegacyTransport, simBlk, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
+import { isLegacyTransport, simBlk, type BlkRingKind, type BlkTransportKind } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from './driver.ts';
 import { PciTransport } from '../transport/pci.ts';
-import { Blk, F, Status, bit } from '../../spec-refs/virtio.ts';
+import { Blk, F, Status, bit } from '../../spec-refs/abi/virtio.ts';
 import { blkOpArb, runBlkWorkload, type BlkOp } from './workload.test-support.ts';
 
 const SECTORS = 128;

@@ -5,10 +5,10 @@
  */
 import { describe, expect } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from './driver.ts';
-import { F, bit } from '../../spec-refs/virtio.ts';
+import { F, bit } from '../../spec-refs/abi/virtio.ts';
 import { blkOpArb, runBlkWorkload } from './workload.test-support.ts';
 
 const SECTORS = 256; // a 128 KiB disk keeps ranges colliding often

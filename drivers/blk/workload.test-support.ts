@@ -10,10 +10,10 @@
  */
 import { expect } from 'vitest';
 import { fc } from '@fast-check/vitest';
-import type { SimBlk } from '../../device-models/blk/harness.ts';
+import type { SimBlk } from '../../conformance/harness/blk.ts';
 import type { RamDisk } from '../../device-models/blk/backend.ts';
 import type { VirtioBlkDriver } from './driver.ts';
-import { Blk } from '../../spec-refs/virtio.ts';
+import { Blk } from '../../spec-refs/abi/virtio.ts';
 import type { PvkitError } from '../../spec-refs/errors.ts';
 
 export type BlkOp =

@@ -6,11 +6,11 @@
  */
 import { describe, expect, test } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from './driver.ts';
-import { Blk, BlkF, Status, hasFeature } from '../../spec-refs/virtio.ts';
-import { BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/blk-layout.ts';
+import { Blk, BlkF, Status, hasFeature } from '../../spec-refs/abi/virtio.ts';
+import { BlkZoneState as ZS, BlkZoneType as ZT } from '../../spec-refs/abi/blk-layout.ts';
 import type { ZonedOptions } from '../../device-models/blk/zones.ts';
 
 const ZONE = 64; // sectors

@@ -4,7 +4,7 @@ import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { ECHO_CONFIG_MAGIC, ECHO_DEVICE_ID, EchoModel, type EchoOptions } from '../../device-models/virtio/testing/echo.ts';
 import { discoverMmio, type MmioTransport } from '../transport/mmio.ts';
 import { VirtioDriverDevice } from './device.ts';
-import { F, Status, bit, featureSet } from '../../spec-refs/virtio.ts';
+import { F, Status, bit, featureSet } from '../../spec-refs/abi/virtio.ts';
 import { DeviceMisbehaviourError, DeviceNeedsResetError, NegotiationError, TimeoutError } from '../../spec-refs/errors.ts';
 
 function setup(opts: EchoOptions & { legacy?: boolean; latency?: number } = {}) {

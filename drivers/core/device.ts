@@ -10,13 +10,13 @@
  * DeviceNeedsResetError from the next wait. Config reads go through the generation loop
  * (config_space.driver.2) with bounded retries.
  */
-import type { GuestPlatform } from './platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { Virtqueue } from './virtqueue.ts';
 import type { InterruptCause, QueueAddresses, VirtioTransport } from '../transport/transport.ts';
 import { SplitVirtqueue } from './split.ts';
 import { PackedVirtqueue } from './packed.ts';
 import { DeviceMisbehaviourError, DeviceNeedsResetError, NegotiationError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { F, Packed, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/virtio.ts';
+import { F, Packed, Split, Status, bit, hasFeature, statusNames } from '../../spec-refs/abi/virtio.ts';
 
 // ------------------------------------------------------------------ virtqueue layouts
 

@@ -3,7 +3,7 @@
  * the slot's next indirect buffer, so that steady-state I/O allocates no DMA memory. A table grows
  * to the next power of two (at least 4 entries) when a longer buffer needs it.
  */
-import type { DmaAllocator } from './platform.ts';
+import type { DmaAllocator } from '../../spec-refs/platform/platform.ts';
 
 export class IndirectTables {
   private readonly gpa: Float64Array;

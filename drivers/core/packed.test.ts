@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../device-models/machine/memory.ts';
-import { ExtentAllocator } from '../../device-models/machine/dma.ts';
-import { Packed } from '../../spec-refs/virtio.ts';
+import { ExtentAllocator } from '../../spec-refs/platform/dma.ts';
+import { Packed } from '../../spec-refs/abi/virtio.ts';
 import { DeviceMisbehaviourError } from '../../spec-refs/errors.ts';
 import { PackedVirtqueue } from './packed.ts';
 

@@ -10,11 +10,11 @@
  * simulated machine), and each buffer id reuses its bookkeeping object and indirect table, so a
  * steady state add/getUsed allocates no guest memory.
  */
-import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
+import type { DmaAllocator, GuestMemoryAccess } from '../../spec-refs/platform/platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
 import { IndirectTables } from './indirect-tables.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
-import { Packed } from '../../spec-refs/virtio.ts';
+import { Packed } from '../../spec-refs/abi/virtio.ts';
 import type { QueueAddresses } from '../transport/transport.ts';
 
 export interface PackedVirtqueueOptions {

@@ -3,12 +3,12 @@ import { test as fcTest, fc } from '@fast-check/vitest';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { SplitVirtqueue } from './split.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
-import { Split } from '../../spec-refs/virtio.ts';
+import { Split } from '../../spec-refs/abi/virtio.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { EchoModel } from '../../device-models/virtio/testing/echo.ts';
 import { discoverMmio } from '../transport/mmio.ts';
 import { VirtioDriverDevice } from './device.ts';
-import { F, featureSet } from '../../spec-refs/virtio.ts';
+import { F, featureSet } from '../../spec-refs/abi/virtio.ts';
 
 const RAM = [
   { base: 0, size: 8 << 20, name: 'ram-low' },

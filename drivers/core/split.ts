@@ -9,12 +9,12 @@
  * DeviceMisbehaviourError, after which the queue refuses further use (the driver resets the
  * device).
  */
-import type { DmaAllocator, GuestMemoryAccess } from './platform.ts';
+import type { DmaAllocator, GuestMemoryAccess } from '../../spec-refs/platform/platform.ts';
 import type { DmaBuffer, UsedBuffer, Virtqueue } from './virtqueue.ts';
 import { IndirectTables } from './indirect-tables.ts';
 import type { QueueAddresses } from '../transport/transport.ts';
 import { DeviceMisbehaviourError, UsageError } from '../../spec-refs/errors.ts';
-import { Split } from '../../spec-refs/virtio.ts';
+import { Split } from '../../spec-refs/abi/virtio.ts';
 
 const TWO32 = 0x1_0000_0000;
 const PAGE = 4096;

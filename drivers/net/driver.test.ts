@@ -5,15 +5,15 @@
  * without bound.
  */
 import { describe, expect, it } from 'vitest';
-import { NetTestbed } from '../../device-models/net/testbed.ts';
+import { NetTestbed } from '../../conformance/harness/net.ts';
 import { VirtioNetDevice } from '../../device-models/net/device.ts';
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { MmioTransport } from '../transport/mmio.ts';
-import { NetCfg, NetCtrl, NetHdr } from '../../spec-refs/net.ts';
-import { NetF, bit } from '../../spec-refs/virtio.ts';
+import { NetCfg, NetCtrl, NetHdr } from '../../spec-refs/abi/net.ts';
+import { NetF, bit } from '../../spec-refs/abi/virtio.ts';
 import { DeviceMisbehaviourError, TimeoutError } from '../../spec-refs/errors.ts';
-import { buildEthernet, macFromString } from './packet.ts';
+import { buildEthernet, macFromString } from '../../spec-refs/abi/packet.ts';
 import { NET_DRIVER_FEATURES, VirtioNetDriver, type RxFrame } from './driver.ts';
 
 const PEER = macFromString('02:00:00:00:00:42');

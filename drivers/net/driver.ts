@@ -16,16 +16,16 @@
  * checked against what it posted and negotiated; violations drop the frame and are recorded
  * (`deviceErrors`) with the statement they break.
  */
-import type { GuestPlatform } from '../core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { VirtioTransport } from '../transport/transport.ts';
 import type { DmaBuffer, Virtqueue } from '../core/virtqueue.ts';
 import { VirtioDriverDevice } from '../core/device.ts';
 import { SplitVirtqueue } from '../core/split.ts';
 import { DeviceMisbehaviourError, RequestError, TimeoutError, UsageError } from '../../spec-refs/errors.ts';
-import { F, NetF, bit, hasFeature } from '../../spec-refs/virtio.ts';
-import { ETH_HLEN, HashTunnel, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/net.ts';
-import { gsoLayers, gsoSegment, pseudoHeaderFolded, vxlanOffsets, type TunnelOffsets } from './gso.ts';
-import { IpProto, csumAdd, csumFold, parseFrame, writeBe16, type FrameInfo } from './packet.ts';
+import { F, NetF, bit, hasFeature } from '../../spec-refs/abi/virtio.ts';
+import { ETH_HLEN, HashTunnel, NetCfg, NetCtrl, NetFx, NetHdr, NetStatus, StatsCounters, netHdrSize, pruneNetFeatures } from '../../spec-refs/abi/net.ts';
+import { gsoLayers, gsoSegment, pseudoHeaderFolded, vxlanOffsets, type TunnelOffsets } from '../../spec-refs/abi/gso.ts';
+import { IpProto, csumAdd, csumFold, parseFrame, writeBe16, type FrameInfo } from '../../spec-refs/abi/packet.ts';
 
 /** Everything this driver knows how to use. */
 export const NET_DRIVER_FEATURES: bigint = [

@@ -16,8 +16,8 @@ import {
   parseFrame,
   parseIcmpEcho,
   verifyChecksums,
-} from './packet.ts';
-import { NetHdr } from '../../spec-refs/net.ts';
+} from '../../spec-refs/abi/packet.ts';
+import { NetHdr } from '../../spec-refs/abi/net.ts';
 import { completeReceived, type RxFrame, type VirtioNetDriver } from './driver.ts';
 import { TimeoutError } from '../../spec-refs/errors.ts';
 

@@ -4,7 +4,7 @@ import { Hypervisor, type MmuMode } from '../../device-models/hypervisor/hypervi
 import { GuestKernel } from './kernel.ts';
 import { Cr3CacheClient } from './cr3-cache.ts';
 import { LatCtx } from './workloads.ts';
-import * as abi from '../../spec-refs/pvmmu-abi.ts';
+import * as abi from '../../spec-refs/abi/pvmmu.ts';
 
 function boot(mode: MmuMode, opts: { paravirtCr3?: boolean } = {}) {
   const m = new Machine({ ram: [{ base: 0, size: 16 << 20 }], exitsTakeTime: false });

@@ -1,5 +1,5 @@
-import type { GuestPlatform, CpuServices } from '../core/platform.ts';
-import * as abi from '../../spec-refs/pvmmu-abi.ts';
+import type { GuestPlatform, CpuServices } from '../../spec-refs/platform/platform.ts';
+import * as abi from '../../spec-refs/abi/pvmmu.ts';
 import { DeviceMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
 
 /**

@@ -1,6 +1,6 @@
-import type { GuestPlatform, CpuServices } from '../core/platform.ts';
+import type { GuestPlatform, CpuServices } from '../../spec-refs/platform/platform.ts';
 import { Cr3CacheClient, type Cr3CacheBugs } from './cr3-cache.ts';
-import { PAGE_SIZE, PTE_P, PTE_RW, PTE_US, PTE_G, makePte, tableIndex, walk, newWalkResult, translate } from '../../device-models/machine/mmu.ts';
+import { PAGE_SIZE, PTE_P, PTE_RW, PTE_US, PTE_G, makePte, tableIndex, walk, newWalkResult, translate } from '../../spec-refs/abi/x86-paging.ts';
 import { UsageError, hex } from '../../spec-refs/errors.ts';
 
 /**

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fc } from '@fast-check/vitest';
 import { Machine } from '../../device-models/machine/machine.ts';
 import { Hypervisor, MMU_MODES, type MmuMode, type HypervisorBugs } from '../../device-models/hypervisor/hypervisor.ts';
-import { PAGE_SIZE } from '../../device-models/machine/mmu.ts';
+import { PAGE_SIZE } from '../../spec-refs/abi/x86-paging.ts';
 import { GuestKernel } from './kernel.ts';
 import type { Cr3CacheBugs } from './cr3-cache.ts';
 

@@ -4,7 +4,7 @@ import type { AccessSize, RegisterHandler } from '../../device-models/machine/bu
 import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
 import { EchoModel, ECHO_CONFIG_MAGIC, ECHO_DEVICE_ID } from '../../device-models/virtio/testing/echo.ts';
 import { discoverMmio, MmioTransport } from './mmio.ts';
-import { F, Mmio, Status, featureSet } from '../../spec-refs/virtio.ts';
+import { F, Mmio, Status, featureSet } from '../../spec-refs/abi/virtio.ts';
 import { TimeoutError } from '../../spec-refs/errors.ts';
 
 const RAM = [{ base: 0, size: 8 << 20, name: 'ram' }];

@@ -6,10 +6,10 @@
  * (mmio.driver.12, mmio.driver.13), and the probe order the spec requires: MagicValue, Version,
  * then DeviceID, touching nothing else when DeviceID is 0 (mmio.driver.24 to mmio.driver.27).
  */
-import type { GuestPlatform, PlatformDevice } from '../core/platform.ts';
+import type { GuestPlatform, PlatformDevice } from '../../spec-refs/platform/platform.ts';
 import type { InterruptCause, QueueAddresses, VirtioTransport } from './transport.ts';
 import { DeviceMisbehaviourError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { Mmio, withFeatureWord, featureWord } from '../../spec-refs/virtio.ts';
+import { Mmio, withFeatureWord, featureWord } from '../../spec-refs/abi/virtio.ts';
 
 /** Page size and used-ring alignment the legacy driver programs (what Linux uses). */
 export const LEGACY_PAGE_SIZE = 4096;

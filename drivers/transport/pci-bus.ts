@@ -5,7 +5,7 @@
  * trust what the device presents: capability pointers are bounded and loop-checked, BAR sizes
  * must be powers of two that fit their window.
  */
-import type { GuestPlatform } from '../core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import { DeviceMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
 
 export const Cfg = {

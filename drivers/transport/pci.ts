@@ -16,12 +16,12 @@
  * With `access: 'pci-cfg'` every access to the modern structures goes through the PCI
  * configuration access capability instead of the BAR.
  */
-import type { GuestPlatform } from '../core/platform.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { InterruptCause, QueueAddresses, VirtioTransport } from './transport.ts';
 import { PciBus, type BarInfo, type MsixInfo, type PciAddress, type PciDeviceInfo } from './pci-bus.ts';
 import { DeviceMisbehaviourError, TimeoutError, UsageError, hex } from '../../spec-refs/errors.ts';
-import { F, featureWord, hasFeature, withFeatureWord } from '../../spec-refs/virtio.ts';
-import { Common, ISR_CONFIG, ISR_QUEUE, Legacy, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../../spec-refs/virtio-pci.ts';
+import { F, featureWord, hasFeature, withFeatureWord } from '../../spec-refs/abi/virtio.ts';
+import { Common, ISR_CONFIG, ISR_QUEUE, Legacy, PciCap, VIRTIO_MSI_NO_VECTOR, VIRTIO_PCI_VENDOR_ID } from '../../spec-refs/abi/virtio-pci.ts';
 
 export interface PciTransportOptions {
   /** Drive the device through its legacy interface (a legacy driver). Needs a transitional device. */

@@ -7,11 +7,11 @@
  * A scenario is independent of the transport and the ring layout: both are parameters, so
  * virtio-pci and the packed ring are benchmarked by the same code once they exist.
  */
-import { simBlk, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
+import { simBlk, type BlkRingKind, type BlkTransportKind } from '../../conformance/harness/blk.ts';
 import { RamDisk } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver, type BlkRequest } from '../../drivers/blk/driver.ts';
 import type { DmaBuffer } from '../../drivers/core/virtqueue.ts';
-import { Blk, F, bit } from '../../spec-refs/virtio.ts';
+import { Blk, F, bit } from '../../spec-refs/abi/virtio.ts';
 import { RequestError } from '../../spec-refs/errors.ts';
 
 export interface BlkScenario {

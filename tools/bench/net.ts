@@ -5,8 +5,8 @@
  * second of host time, and the VM exits both guests took per frame (notifications, interrupt
  * acknowledgements, halts), the figure a paravirtual NIC is judged by.
  */
-import { NetTestbed, netRings, netTransports } from '../../device-models/net/testbed.ts';
-import { buildEthernet } from '../../drivers/net/packet.ts';
+import { NetTestbed, netRings, netTransports } from '../../conformance/harness/net.ts';
+import { buildEthernet } from '../../spec-refs/abi/packet.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 
 export interface NetScenario {

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { BLK_SCENARIOS, runBlkScenario, type BlkBenchResult } from '../bench/blk.ts';
-import { BLK_RINGS, BLK_TRANSPORTS, isLegacyTransport, type BlkRingKind, type BlkTransportKind } from '../../device-models/blk/harness.ts';
+import { BLK_RINGS, BLK_TRANSPORTS, isLegacyTransport, type BlkRingKind, type BlkTransportKind } from '../../conformance/harness/blk.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';
 import { netBench } from '../bench/net.ts';

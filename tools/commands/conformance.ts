@@ -9,7 +9,7 @@ import { mergeReports, notApplicable, runConformance, selected, type ResultConfi
 import { consoleReport, REPORTERS, writeReports, type ReporterName } from '../../conformance/report.ts';
 import '../../conformance/targets/index.ts';
 import { configureQemuTarget } from '../../conformance/targets/qemu.ts';
-import { findQemu } from '../qemu/find.ts';
+import { findQemu } from '../../conformance/qemu/find.ts';
 import { splitArgs } from './qemu.ts';
 import '../../conformance/checks/index.ts';
 import { TRACE_OPTION, startCommandTrace } from '../trace-cli.ts';

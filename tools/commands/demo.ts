@@ -1,8 +1,8 @@
 import type { CommandModule } from 'yargs';
-import { simBlk } from '../../device-models/blk/harness.ts';
+import { simBlk } from '../../conformance/harness/blk.ts';
 import { FileDisk, RamDisk, type BlkBackend } from '../../device-models/blk/backend.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
-import { BlkF, featureNames } from '../../spec-refs/virtio.ts';
+import { BlkF, featureNames } from '../../spec-refs/abi/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
 
 /** A bad flag: the CLI prints it on one line and exits 2 (codes starting with 'usage'). */

@@ -4,7 +4,7 @@ import '../../device-models/machine/profile-data.ts';
 import type { CostProfile } from '../../device-models/machine/cost.ts';
 import { runTable, rootSweep, TABLE_MODES, WORKLOADS, type CellResult, type SimOptions, type SweepRow } from '../pvmmu/sim.ts';
 import { MOLNAR07, YONGHE24 } from '../pvmmu/published.ts';
-import { CliUsageError } from '../cli.ts';
+import { CliUsageError } from './usage.ts';
 
 /**
  * `pvkit pvmmu`: the 2007 kvm-paravirt table reproduced from simulation (counted events x the

@@ -1,8 +1,8 @@
 import { describe, expect, it, vi } from 'vitest';
 import { main } from '../cli.ts';
-import { CONFIGS } from '../qemu/configs.ts';
+import { CONFIGS } from '../../conformance/qemu/configs.ts';
 import { splitArgs, resolveConfigs } from './qemu.ts';
-import { skipQemu } from '../qemu/testing.ts';
+import { skipQemu } from '../../conformance/qemu/testing.ts';
 
 function capture(stream: 'stdout' | 'stderr') {
   const out: string[] = [];

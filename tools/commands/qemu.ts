@@ -1,15 +1,15 @@
 import type { Argv, CommandModule } from 'yargs';
-import { CONFIGS, findConfig, type QemuConfig } from '../qemu/configs.ts';
-import { launchQemu, type QemuSession } from '../qemu/launcher.ts';
-import { findQemu } from '../qemu/find.ts';
+import { CONFIGS, findConfig, type QemuConfig } from '../../conformance/qemu/configs.ts';
+import { launchQemu, type QemuSession } from '../../conformance/qemu/launcher.ts';
+import { findQemu } from '../../conformance/qemu/find.ts';
 import { UsageError, hex } from '../../spec-refs/errors.ts';
-import { Mmio } from '../../spec-refs/virtio.ts';
+import { Mmio } from '../../spec-refs/abi/virtio.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
 import { registeredChecks, type TransportName } from '../../conformance/check.ts';
 import { runConformance, type RunReport } from '../../conformance/runner.ts';
 import { writeReports } from '../../conformance/report.ts';
 import { configureQemuTarget, qemuTarget } from '../../conformance/targets/qemu.ts';
-import { devicesOf, ringsOf, transportsOf } from '../qemu/configs.ts';
+import { devicesOf, ringsOf, transportsOf } from '../../conformance/qemu/configs.ts';
 import { driverSmoke } from '../qemu/smoke.ts';
 import '../../conformance/checks/index.ts';
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { launchQemu } from './launcher.ts';
-import { findConfig } from './configs.ts';
+import { launchQemu } from '../../conformance/qemu/launcher.ts';
+import { findConfig } from '../../conformance/qemu/configs.ts';
 import { driverSmoke } from './smoke.ts';
-import { skipQemu } from './testing.ts';
+import { skipQemu } from '../../conformance/qemu/testing.ts';
 
 // The reference drivers, unchanged, on QEMU's own devices (the point of the qemu target).
 describe.skipIf(skipQemu)('reference drivers on real QEMU', () => {

@@ -1,10 +1,10 @@
-import type { QemuSession } from './launcher.ts';
-import type { GuestPlatform } from '../../drivers/core/platform.ts';
+import type { QemuSession } from '../../conformance/qemu/launcher.ts';
+import type { GuestPlatform } from '../../spec-refs/platform/platform.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
 import { VirtioBlkDriver } from '../../drivers/blk/driver.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { DeviceType } from '../../spec-refs/virtio.ts';
+import { DeviceType } from '../../spec-refs/abi/virtio.ts';
 
 /**
  * The reference drivers on a running QEMU: what `pvkit qemu smoke` and CI run.

@@ -7,7 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { validateTrace } from '../trace-format.ts';
+import { validateTrace } from '../../device-models/machine/trace-format.ts';
 import { completeArgument, helpText } from './repl.ts';
 
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;

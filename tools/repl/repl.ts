@@ -11,7 +11,7 @@ import { inspect } from 'node:util';
 import type { Readable, Writable } from 'node:stream';
 import { HELPERS, Session, View, helpers, type SessionOptions } from './session.ts';
 import { catalog } from '../../spec-refs/catalog.ts';
-import { BlkF, F, NetF } from '../../spec-refs/virtio.ts';
+import { BlkF, F, NetF } from '../../spec-refs/abi/virtio.ts';
 
 export interface ReplOptions extends SessionOptions {
   /** Write the Chrome trace here when the REPL exits. */

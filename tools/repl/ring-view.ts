@@ -10,8 +10,8 @@
  * and used entry once, as a device and a driver would) and keeps its own per-descriptor state.
  * Reads are bounded by the queue size; a corrupt chain shows as such and never loops.
  */
-import type { GuestMemoryAccess } from '../../device-models/machine/memory.ts';
-import { Packed, Split } from '../../spec-refs/virtio.ts';
+import type { GuestMemoryAccess } from '../../spec-refs/platform/guest-memory.ts';
+import { Packed, Split } from '../../spec-refs/abi/virtio.ts';
 
 export interface RingAddresses {
   readonly size: number;

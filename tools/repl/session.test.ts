@@ -3,9 +3,9 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Session, featureBit } from './session.ts';
-import { validateTrace } from '../trace-format.ts';
+import { validateTrace } from '../../device-models/machine/trace-format.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { BlkF, F, Status } from '../../spec-refs/virtio.ts';
+import { BlkF, F, Status } from '../../spec-refs/abi/virtio.ts';
 
 describe('REPL session', () => {
   it('steps through initialisation one status bit at a time, in the order the spec gives', () => {

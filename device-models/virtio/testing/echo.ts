@@ -6,7 +6,7 @@
  */
 import type { Chain, DeviceContext, DeviceHost, DeviceQueue, VirtioDeviceModel } from '../model.ts';
 import { gatherInto, scatter } from '../chain-io.ts';
-import { F, featureSet } from '../../../spec-refs/virtio.ts';
+import { F, featureSet } from '../../../spec-refs/abi/virtio.ts';
 
 /** Device id used by the echo model (outside the ids VIRTIO assigns to pvkit's devices). */
 export const ECHO_DEVICE_ID = 0xec;

@@ -8,7 +8,7 @@ import { Machine } from '../../machine/machine.ts';
 import { VirtioCore } from '../core.ts';
 import { attachVirtioMmio, type AttachedMmio } from '../mmio.ts';
 import { EchoModel, type EchoOptions } from './echo.ts';
-import { F, Split, Status, featureSet, featureWord } from '../../../spec-refs/virtio.ts';
+import { F, Split, Status, featureSet, featureWord } from '../../../spec-refs/abi/virtio.ts';
 import { splitAreaSizes } from '../split-queue.ts';
 
 export const D_NEXT = Split.DESC_F_NEXT;

@@ -1,5 +1,5 @@
 import { GuestMemoryError, hex } from '../../../spec-refs/errors.ts';
-import type { GuestMemoryAccess } from '../../core/platform.ts';
+import type { GuestMemoryAccess } from '../../../spec-refs/platform/platform.ts';
 import type { QtestClient } from './client.ts';
 
 /**

@@ -1,6 +1,6 @@
-import { ExtentAllocator } from '../../../device-models/machine/dma.ts';
+import { ExtentAllocator } from '../../../spec-refs/platform/dma.ts';
 import { UsageError, hex } from '../../../spec-refs/errors.ts';
-import type { AccessSize, GuestPlatform, Interrupts, PciInfo, PlatformDevice } from '../../core/platform.ts';
+import type { AccessSize, GuestPlatform, Interrupts, PciInfo, PlatformDevice } from '../../../spec-refs/platform/platform.ts';
 import { QtestClient } from './client.ts';
 import { QtestMemory, type RamRange } from './memory.ts';
 import type { SyncChannel } from './sync-channel.ts';

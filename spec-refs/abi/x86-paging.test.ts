@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { test as fcTest, fc } from '@fast-check/vitest';
-import { GuestMemory } from './memory.ts';
-import { walk, translate, newWalkResult, makePte, tableIndex, PTE_P, PTE_RW, PTE_US, PTE_G, PTE_PS, PAGE_SIZE } from './mmu.ts';
-import { Tlb, SoftTlb } from './tlb.ts';
+import { GuestMemory } from '../../device-models/machine/memory.ts';
+import { walk, translate, newWalkResult, makePte, tableIndex, PTE_P, PTE_RW, PTE_US, PTE_G, PTE_PS, PAGE_SIZE } from './x86-paging.ts';
+import { Tlb, SoftTlb } from '../../device-models/machine/tlb.ts';
 
 /** A tiny page-table builder over raw guest memory (tables from a bump allocator). */
 function builder(mem: GuestMemory, base: number) {

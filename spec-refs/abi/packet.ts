@@ -7,7 +7,7 @@
  * field: a parser that meets a truncated or inconsistent header reports the layer as absent.
  */
 
-import { UsageError } from '../../spec-refs/errors.ts';
+import { UsageError } from '../errors.ts';
 
 export const EtherType = { IPV4: 0x0800, ARP: 0x0806, VLAN: 0x8100, QINQ: 0x88a8, IPV6: 0x86dd } as const;
 export const IpProto = { ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, HOPOPT: 0, ROUTING: 43, FRAGMENT: 44, DSTOPTS: 60 } as const;

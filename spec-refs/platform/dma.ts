@@ -1,5 +1,5 @@
-import { UsageError, hex } from '../../spec-refs/errors.ts';
-import type { DmaAllocator } from '../../drivers/core/platform.ts';
+import { UsageError, hex } from '../errors.ts';
+import type { DmaAllocator } from './platform.ts';
 
 interface Extent {
   start: number;

@@ -3,16 +3,16 @@
  * The transport and the ring layout are parameters, so a scenario written once runs over every
  * combination that is implemented (virtio-pci and packed rings plug in here when they land).
  */
-import { Machine, type MachineOptions } from '../machine/machine.ts';
-import { attachVirtioMmio } from '../virtio/mmio.ts';
-import type { VirtioCore } from '../virtio/core.ts';
+import { Machine, type MachineOptions } from '../../device-models/machine/machine.ts';
+import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
+import type { VirtioCore } from '../../device-models/virtio/core.ts';
 import { discoverMmio } from '../../drivers/transport/mmio.ts';
-import { attachVirtioPci } from '../virtio/pci.ts';
+import { attachVirtioPci } from '../../device-models/virtio/pci.ts';
 import { discoverPci } from '../../drivers/transport/pci.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
-import { F, bit } from '../../spec-refs/virtio.ts';
+import { F, bit } from '../../spec-refs/abi/virtio.ts';
 import { UsageError } from '../../spec-refs/errors.ts';
-import { VirtioBlkDevice, type VirtioBlkOptions } from './device.ts';
+import { VirtioBlkDevice, type VirtioBlkOptions } from '../../device-models/blk/device.ts';
 
 /**
  * mmio: virtio-mmio version 2; mmio-legacy: version 1; pci: a modern virtio-pci function;

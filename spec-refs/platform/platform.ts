@@ -7,7 +7,7 @@
  * (device-models/machine/machine.ts); so does the QEMU qtest client. Every call is
  * synchronous, like the load or store it stands for; waiting is explicit.
  */
-import type { GuestMemoryAccess } from '../../device-models/machine/memory.ts';
+import type { GuestMemoryAccess } from './guest-memory.ts';
 
 export type { GuestMemoryAccess };
 export type AccessSize = 1 | 2 | 4 | 8;

@@ -6,7 +6,7 @@
  * checksums, TCP sequence numbers and flags, and complete transport checksums.
  */
 import { IpProto, TcpFlag, buildL4Frame, type EthOptions, csumAdd, csumFold, internetChecksum, parseFrame, parseIp, pseudoHeaderSum, readBe16, readBe32, writeBe16, writeBe32, type FrameInfo } from './packet.ts';
-import { NetHdr } from '../../spec-refs/net.ts';
+import { NetHdr } from './net.ts';
 
 export interface TunnelOffsets {
   /** Offset of the outer UDP header. */

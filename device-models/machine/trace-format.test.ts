@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { validateTrace } from './trace-format.ts';
-import { Tracer } from '../device-models/machine/trace.ts';
+import { Tracer } from './trace.ts';
 
 const ok = (traceEvents: unknown[]) => ({ traceEvents, displayTimeUnit: 'ns' });
 const X = { name: 'a', ph: 'X', ts: 1, dur: 2, pid: 1, tid: 1 };

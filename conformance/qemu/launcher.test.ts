@@ -9,7 +9,7 @@ import { CONFIGS, findConfig, q35IntxGsi } from './configs.ts';
 import { findQemu, QemuNotFoundError } from './find.ts';
 import { biosImage, BIOS_SIZE } from './bios.ts';
 import { skipQemu } from './testing.ts';
-import { Mmio } from '../../spec-refs/virtio.ts';
+import { Mmio } from '../../spec-refs/abi/virtio.ts';
 
 const CHILD = fileURLToPath(new URL('./launch-child.mts', import.meta.url));
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fc, test } from '@fast-check/vitest';
-import { UsageError } from '../../spec-refs/errors.ts';
+import { UsageError } from '../errors.ts';
 import {
   EtherType,
   IpProto,

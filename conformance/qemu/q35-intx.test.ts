@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { launchQemu } from './launcher.ts';
 import { findConfig } from './configs.ts';
 import { skipQemu } from './testing.ts';
-import { Blk } from '../../spec-refs/virtio.ts';
+import { Blk } from '../../spec-refs/abi/virtio.ts';
 
 // A hand-written legacy virtio-pci request on q35 (no driver from another branch needed): checks
 // the platform's port I/O, PCI config access, guest memory and, above all, that INTx of slot 4

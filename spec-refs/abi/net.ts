@@ -1,7 +1,7 @@
 /**
  * virtio-net constants (device-types/net/description.tex at v1.4-cs01): header flags and GSO
  * types, status bits, control-queue classes and commands, hash types, statistics types.
- * Feature bit numbers live in spec-refs/virtio.ts (NetF).
+ * Feature bit numbers live in spec-refs/abi/virtio.ts (NetF).
  */
 
 /** virtio_net_config layout (../shared/spec/struct-layouts.tsv). */
@@ -74,7 +74,7 @@ export const NetHdr = {
   SIZE_TUNNEL: 24,
 } as const;
 
-/** virtio-net feature bits above 63 (device-types/net/description.tex; not in spec-refs/virtio.ts NetF). */
+/** virtio-net feature bits above 63 (device-types/net/description.tex; not in spec-refs/abi/virtio.ts NetF). */
 export const NetFx = {
   RSS_CONTEXT: 64,
   GUEST_UDP_TUNNEL_GSO: 65,

@@ -1,4 +1,4 @@
-import type { GuestMemoryAccess } from './memory.ts';
+import type { GuestMemoryAccess } from '../platform/guest-memory.ts';
 
 /**
  * x86-64 4-level paging (Intel SDM Vol. 3A, 4.5 "4-Level Paging and 5-Level Paging"), walked

@@ -5,20 +5,20 @@
  * Transports: virtio-mmio (v2) and legacy virtio-mmio (v1) here; virtio-pci when a PCI attach
  * helper is registered with `registerNetTransport` (the pci branch adds it).
  */
-import { Machine } from '../machine/machine.ts';
-import { Scheduler } from '../machine/scheduler.ts';
-import { attachVirtioMmio } from '../virtio/mmio.ts';
-import { ringLayout, type VirtioCore } from '../virtio/core.ts';
-import { F, bit } from '../../spec-refs/virtio.ts';
+import { Machine } from '../../device-models/machine/machine.ts';
+import { Scheduler } from '../../device-models/machine/scheduler.ts';
+import { attachVirtioMmio } from '../../device-models/virtio/mmio.ts';
+import { ringLayout, type VirtioCore } from '../../device-models/virtio/core.ts';
+import { F, bit } from '../../spec-refs/abi/virtio.ts';
 import { BusError, UsageError, hex } from '../../spec-refs/errors.ts';
-import type { VirtioDeviceModel } from '../virtio/model.ts';
+import type { VirtioDeviceModel } from '../../device-models/virtio/model.ts';
 import { MmioTransport } from '../../drivers/transport/mmio.ts';
-import { attachVirtioPci } from '../virtio/pci.ts';
+import { attachVirtioPci } from '../../device-models/virtio/pci.ts';
 import { discoverPci } from '../../drivers/transport/pci.ts';
 import type { VirtioTransport } from '../../drivers/transport/transport.ts';
 import { NET_DRIVER_FEATURES, VirtioNetDriver, type NetDriverOptions } from '../../drivers/net/driver.ts';
-import { VirtioNetDevice, type NetDeviceOptions } from './device.ts';
-import { L2Switch, plug, type SwitchPort } from './switch.ts';
+import { VirtioNetDevice, type NetDeviceOptions } from '../../device-models/net/device.ts';
+import { L2Switch, plug, type SwitchPort } from '../../device-models/net/switch.ts';
 
 /** Puts a device model on a machine and finds the driver-side transport for it. */
 export interface NetTransportKind {
