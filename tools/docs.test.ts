@@ -1,9 +1,10 @@
 /**
- * The guide's examples never rot: every ```ts block in docs/*.md that starts with
- * `// docs/examples/NAME.ts` must be that file, byte for byte; every docs/examples/*.ts is shown
- * in some chapter and runs here (each asserts what its chapter claims); and every ```pvkit-repl
- * transcript is replayed in a fresh REPL session and must print what the chapter shows.
- * Set PVKIT_UPDATE_DOCS=1 to rewrite the transcripts from a replay (then read the diff).
+ * The guide's examples never rot: every ```ts block in docs/*.md and docs/guide/*.md (the
+ * guide's chapters) that starts with `// docs/examples/NAME.ts` must be that file, byte for byte;
+ * every docs/examples/*.ts is shown in some chapter and runs here (each asserts what its chapter
+ * claims); and every ```pvkit-repl transcript is replayed in a fresh REPL session and must print
+ * what the chapter shows. Set PVKIT_UPDATE_DOCS=1 to rewrite the transcripts from a replay (then
+ * read the diff).
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -13,25 +14,35 @@ import { helpText } from './repl/repl.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const docsDir = join(root, 'docs');
-const docs = readdirSync(docsDir)
-  .filter((f) => f.endsWith('.md'))
-  .map((f) => ({ name: f, path: join(docsDir, f), text: readFileSync(join(docsDir, f), 'utf8') }));
+/** The guide's chapters, in reading order; the guide is read as one doc, docs/driver-guide.md (its index). */
+const GUIDE = 'driver-guide.md';
+const guideDir = join(docsDir, 'guide');
+const markdown = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.md'))
+    .sort();
+const docs = [
+  ...markdown(docsDir).map((f) => ({ name: f, path: join(docsDir, f) })),
+  ...markdown(guideDir).map((f) => ({ name: GUIDE, path: join(guideDir, f) })),
+].map((d) => ({ ...d, text: readFileSync(d.path, 'utf8') }));
 const examples = readdirSync(join(docsDir, 'examples'))
   .filter((f) => f.endsWith('.ts'))
   .sort();
 
 interface Block {
+  /** The doc it belongs to (a chapter of the guide belongs to driver-guide.md), and the file it is in. */
   doc: string;
+  path: string;
   info: string;
   body: string;
   start: number;
   end: number;
 }
 
-function blocks(doc: { name: string; text: string }): Block[] {
+function blocks(doc: { name: string; path: string; text: string }): Block[] {
   const out: Block[] = [];
   const re = /^```([^\n]*)\n([\s\S]*?)^```$/gm;
-  for (let m = re.exec(doc.text); m; m = re.exec(doc.text)) out.push({ doc: doc.name, info: m[1]!.trim(), body: m[2]!, start: m.index, end: m.index + m[0].length });
+  for (let m = re.exec(doc.text); m; m = re.exec(doc.text)) out.push({ doc: doc.name, path: doc.path, info: m[1]!.trim(), body: m[2]!, start: m.index, end: m.index + m[0].length });
   return out;
 }
 
@@ -46,7 +57,7 @@ describe('docs/examples', () => {
 
   it.each(examples)('%s is shown verbatim in a chapter', (f) => {
     const b = shown.get(`docs/examples/${f}`);
-    expect(b, `docs/examples/${f} is not included in any docs/*.md`).toBeDefined();
+    expect(b, `docs/examples/${f} is not included in any docs/*.md or docs/guide/*.md`).toBeDefined();
     expect(b!.body).toBe(readFileSync(join(docsDir, 'examples', f), 'utf8'));
   });
 
@@ -92,14 +103,13 @@ describe('REPL transcripts in the docs', () => {
   it.each([...byDoc.keys()])('%s: the transcripts replay as shown', (doc) => {
     const bs = byDoc.get(doc)!;
     let session = new Session(optionsOf(bs[0]!.info));
-    const path = join(docsDir, doc);
     for (const [i, b] of bs.entries()) {
       // A block whose fence names flags (```pvkit-repl --device net) starts a new session; others continue.
       if (i > 0 && /--/.test(b.info)) session = new Session(optionsOf(b.info));
       const got = replay(session, b.body);
       if (process.env.PVKIT_UPDATE_DOCS) {
-        const text = readFileSync(path, 'utf8');
-        writeFileSync(path, text.replace('```' + b.info + '\n' + b.body, '```' + b.info + '\n' + got));
+        const text = readFileSync(b.path, 'utf8');
+        writeFileSync(b.path, text.replace('```' + b.info + '\n' + b.body, '```' + b.info + '\n' + got));
       } else {
         // Modelled cycles and virtual times follow the cost profiles (other engineers' constants);
         // they are compared as numbers-of-some-value, everything else exactly.
@@ -111,9 +121,9 @@ describe('REPL transcripts in the docs', () => {
 
 describe('the REPL reference in the guide', () => {
   it('lists exactly what .help prints', () => {
-    const path = join(docsDir, 'driver-guide.md');
+    const path = join(guideDir, 'repl-reference.md');
     const text = readFileSync(path, 'utf8');
-    const i = text.indexOf('## Reference: the REPL\'s helpers');
+    const i = text.indexOf('What `.help` prints');
     expect(i).toBeGreaterThan(0);
     const b = /```text\n([\s\S]*?)```/.exec(text.slice(i))!;
     if (process.env.PVKIT_UPDATE_DOCS) {
