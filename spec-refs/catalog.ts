@@ -71,8 +71,9 @@ export function censusPath(): string {
   return join(specDir(), CENSUS_FILE);
 }
 
+/** `catalog/` beside this module: spec-refs/catalog in the sources, dist/spec-refs/catalog in the package. */
 export function catalogDir(): string {
-  return join(repoRoot(), 'spec-refs', 'catalog');
+  return fileURLToPath(new URL('./catalog', import.meta.url));
 }
 
 /** A malformed catalog or census file; the message names the file and line. */

@@ -44,14 +44,14 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 
-const isMain = import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/tools/bin/pvkit.js');
-if (isMain) {
+/** Run `pvkit` as the process: tools/bin/pvkit.js calls this; the exit code goes to process.exitCode. */
+export function runCli(argv: string[] = hideBin(process.argv)): void {
   // `pvkit spec list | head`: a closed pipe ends the output, it is not an error
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
-  main(hideBin(process.argv)).then(
+  main(argv).then(
     (code) => {
       process.exitCode = code;
     },
@@ -61,3 +61,6 @@ if (isMain) {
     },
   );
 }
+
+// `tsx tools/cli.ts ...` runs it directly
+if (import.meta.url === `file://${process.argv[1]}`) runCli();

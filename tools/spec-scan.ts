@@ -12,10 +12,17 @@
  * conformance/, drivers/, device-models/, spec-refs/ and tools/ is checked against the catalog:
  * unknown ids are reported (and make `pvkit spec coverage` exit 1).
  */
-import { Node, Project, SyntaxKind, type SourceFile } from 'ts-morph';
+import type { Node, Project, SourceFile } from 'ts-morph';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { AREAS, SPEC_NAME, type Catalog, type CatalogEntry } from '../spec-refs/catalog.ts';
+
+/**
+ * ts-morph (a devDependency) is loaded when a scan runs, not when this module is imported: the
+ * installed package ships no sources to scan and reads the scan tools/build.mjs made of them.
+ */
+const tsMorph = (): typeof import('ts-morph') => createRequire(import.meta.url)('ts-morph') as typeof import('ts-morph');
 
 export const CHECKS_INDEX = 'conformance/checks/index.ts';
 const SCAN_DIRS = ['conformance', 'drivers', 'device-models', 'spec-refs', 'tools'];
@@ -79,6 +86,7 @@ function reachable(project: Project, entry: SourceFile | undefined): Set<string>
 
 /** Scan the repository at `root`. */
 export function scanSources(root: string): ScanResult {
+  const { Node, Project, SyntaxKind } = tsMorph();
   const project = new Project({ skipAddingFilesFromTsConfig: true, skipFileDependencyResolution: true, compilerOptions: { allowJs: false } });
   for (const d of SCAN_DIRS) if (existsSync(join(root, d))) project.addSourceFilesAtPaths(join(root, d, '**/*.ts'));
   const entryPath = join(root, CHECKS_INDEX);

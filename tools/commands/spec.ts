@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { UsageError } from '../../spec-refs/errors.ts';
 import { catalog, repoRoot } from '../../spec-refs/catalog.ts';
@@ -7,10 +8,20 @@ import type { AreaCoverage } from '../spec-scan.ts';
 const scanner = async () => {
   const m = await import('../spec-scan.ts');
   // one scan per process: the sources do not change under a running command
-  const scanSources = (root: string) => (scanCache ??= m.scanSources(root));
+  const scanSources = (root: string) => (scanCache ??= shippedScan() ?? m.scanSources(root));
   return { ...m, scanSources };
 };
 let scanCache: import('../spec-scan.ts').ScanResult | undefined;
+
+/**
+ * The installed package has no TypeScript sources: tools/build.mjs scans them when it builds
+ * and writes the result beside the compiled tools/ as spec-scan.json. In the source tree there is
+ * no such file, and the sources themselves are scanned.
+ */
+function shippedScan(): import('../spec-scan.ts').ScanResult | undefined {
+  const index = new URL('../spec-scan.json', import.meta.url);
+  return existsSync(index) ? (JSON.parse(readFileSync(index, 'utf8')) as import('../spec-scan.ts').ScanResult) : undefined;
+}
 
 function pct(n: number, d: number): string {
   return d === 0 ? '-' : `${Math.round((100 * n) / d)}%`;
