@@ -2,9 +2,9 @@
  * The zone state machine of a zoned virtio-blk device (VIRTIO_BLK_F_ZONED,
  * device-types/blk/description.tex "Device Operation", zoned parts): zone types, states, write
  * pointers, open / active resource accounting, and the rules that decide the status of each
- * zoned request. Data movement stays in device.ts; this file decides and updates state only, and
- * tells the caller which ranges become unwritten (they are then made to read back as the
- * device's fill pattern, zeroes).
+ * zoned request. Data movement stays in zoned-requests.ts and requests.ts; this file decides
+ * and updates state only, and tells the caller which ranges become unwritten (they are then made
+ * to read back as the device's fill pattern, zeroes).
  *
  * All sector numbers are plain numbers (the device model keeps capacities below 2^53 sectors).
  */

@@ -15,17 +15,23 @@
  * Never throws for guest input: wrong-width accesses, writes to read-only fields and other driver
  * errors are recorded (badAccesses, core.errors) and ignored; what the core cannot accept sets
  * DEVICE_NEEDS_RESET there.
+ *
+ * This file holds the modern interface: BAR4 with the common configuration (pci.device.14 to
+ * .26, pci.driver.5, .15 to .20), ISR and device-specific regions, notifications (pci.device.29
+ * to .39, pci.driver.38 to .43), the PCI_CFG window (pci.device.51 to .53, pci.driver.29, .31),
+ * and attachVirtioPci with the vendor capabilities and ids (pci.device.2 to .13). VirtioPciDevice
+ * is built in layers, one file per seam:
+ *   pci-transport.ts  options, the cores and interface selection, ISR, MSI-X vectors, bad accesses
+ *   pci-legacy.ts     the legacy register block in I/O BAR0
  */
 import type { AccessSize, RegisterHandler } from '../machine/bus.ts';
 import type { Machine } from '../machine/machine.ts';
 import { pciHost, type PciFunction } from '../machine/pci.ts';
-import { DriverMisbehaviourError, UsageError, hex } from '../../spec-refs/errors.ts';
+import { UsageError, hex } from '../../spec-refs/errors.ts';
 import { F, hasFeature } from '../../spec-refs/abi/virtio.ts';
 import {
   COMMON_FIELD_WIDTH,
   Common,
-  ISR_CONFIG,
-  ISR_QUEUE,
   Legacy,
   MODERN_DEVICE_ID_BASE,
   PciCap,
@@ -33,11 +39,12 @@ import {
   VIRTIO_MSI_NO_VECTOR,
   VIRTIO_PCI_VENDOR_ID,
 } from '../../spec-refs/abi/virtio-pci.ts';
-import { VirtioCore, type TransportSignals } from './core.ts';
-import { legacySplitLayout } from './split-queue.ts';
+import type { VirtioCore } from './core.ts';
 import type { VirtioDeviceModel } from './model.ts';
+import { isPow2, type VirtioPciOptions } from './pci-transport.ts';
+import { PciLegacyInterface } from './pci-legacy.ts';
 
-export type VirtioPciMode = 'modern' | 'transitional' | 'legacy';
+export type { BadAccess, VirtioPciMode, VirtioPciOptions } from './pci-transport.ts';
 
 /** Where the modern structures sit in BAR4 (as QEMU lays them out). */
 export const ModernLayout = {
@@ -51,38 +58,6 @@ export const ModernLayout = {
   LEGACY_BAR: 0,
 } as const;
 
-export interface VirtioPciOptions {
-  mode?: VirtioPciMode;
-  /** MSI-X table size (0: no MSI-X capability). Default: one per queue plus one for config, at least 2. */
-  msixVectors?: number;
-  /**
-   * Table entries the device can actually map an event to (default: all). Mapping an event to an
-   * entry at or above this is refused: the vector field reads back NO_VECTOR (pci.device.63).
-   */
-  mappableVectors?: number;
-  /** notify_off_multiplier: 0 or a power of two (a multiple of 4 when NOTIFICATION_DATA is offered). Default 4. */
-  notifyOffMultiplier?: number;
-  notifyLatencyNs?: number;
-  /** Feature bits the transport carries (default: all the model offers). */
-  transportFeatures?: bigint;
-  /** PCI device number on bus 0 (default: the next free one). */
-  device?: number;
-}
-
-export interface BadAccess {
-  readonly where: string;
-  readonly kind: 'read' | 'write';
-  readonly offset: number;
-  readonly size: number;
-  readonly reason: string;
-}
-
-const MAX_RECORDS = 256;
-
-function isPow2(n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0;
-}
-
 function ceilPow2(n: number): number {
   let p = 1;
   while (p < n) p *= 2;
@@ -95,173 +70,8 @@ function classCodeFor(type: number): number {
   return 0xff0000;
 }
 
-/** Per-core signal adapter: only the core the driver is using may raise interrupts. */
-class CoreSignals implements TransportSignals {
-  constructor(private readonly dev: VirtioPciDevice, private readonly core: VirtioCore) {}
-  usedBuffer(index: number): void {
-    if (this.dev.active === this.core) this.dev.usedBuffer(index);
-  }
-  configChange(): void {
-    if (this.dev.active === this.core) this.dev.configChange();
-  }
-  reset(): void {
-    if (this.dev.active === this.core) this.dev.resetTransport();
-  }
-}
-
-export class VirtioPciDevice {
-  readonly mode: VirtioPciMode;
-  /** The modern interface's core (modern, transitional). */
-  readonly modern: VirtioCore | undefined;
-  /** The legacy interface's core (legacy, transitional). */
-  readonly legacyCore: VirtioCore | undefined;
-  /** The core the driver is using now. */
-  active: VirtioCore;
-  fn!: PciFunction;
-  readonly msixVectors: number;
-  readonly mappableVectors: number;
-  readonly notifyOffMultiplier: number;
-  readonly notifyLength: number;
-  readonly numQueues: number;
-  /** Offset of the PCI_CFG capability in config space (0: none). */
-  pciCfgCap = 0;
-  private isr = 0;
-  private configVector = VIRTIO_MSI_NO_VECTOR;
-  private readonly queueVectors: number[];
-  private deviceFeatureSel = 0;
-  private driverFeatureSel = 0;
-  private queueSel = 0;
-  private legacyQueueSel = 0;
-  private readonly legacyPfn: number[];
-  readonly badAccesses: BadAccess[] = [];
-  badAccessCount = 0;
-  readonly stats = { msix: 0, intx: 0, suppressed: 0, notifies: 0 };
-
-  constructor(model: VirtioDeviceModel, machine: Machine, opts: VirtioPciOptions = {}) {
-    this.mode = opts.mode ?? 'modern';
-    const coreOpts = { notifyLatencyNs: opts.notifyLatencyNs, transportFeatures: opts.transportFeatures };
-    if (this.mode !== 'legacy') this.modern = new VirtioCore(machine.mem, machine.scheduler, model, { ...coreOpts, legacy: false });
-    if (this.mode !== 'modern') this.legacyCore = new VirtioCore(machine.mem, machine.scheduler, model, { ...coreOpts, legacy: true });
-    this.active = (this.modern ?? this.legacyCore)!;
-    this.modern?.attach(new CoreSignals(this, this.modern));
-    this.legacyCore?.attach(new CoreSignals(this, this.legacyCore));
-    // Both cores bound the model to themselves; the model's own configuration changes belong to
-    // whichever interface the driver is using.
-    model.bind?.({ configChanged: () => this.active.configChanged() });
-    this.numQueues = model.numQueues;
-    const mult = opts.notifyOffMultiplier ?? 4;
-    if (mult !== 0 && (!isPow2(mult) || mult < 2)) throw new UsageError('pci.notify_mult', 'notify_off_multiplier must be 0 or an even power of two', { statements: ['pci.device.31'], seen: String(mult) });
-    if (mult !== 0 && mult % 4 !== 0 && this.modern && hasFeature(this.modern.deviceFeatures, F.NOTIFICATION_DATA)) {
-      throw new UsageError('pci.notify_mult', 'with NOTIFICATION_DATA the multiplier must be a multiple of 4', { statements: ['pci.device.35'], seen: String(mult) });
-    }
-    this.notifyOffMultiplier = mult;
-    // pci.device.32/33/37/38: room for every queue's notify address plus a 4-byte write
-    this.notifyLength = Math.max(4, (this.numQueues - 1) * mult + 4);
-    this.msixVectors = Math.min(2048, opts.msixVectors ?? Math.max(2, this.numQueues + 1));
-    this.mappableVectors = Math.min(this.msixVectors, opts.mappableVectors ?? this.msixVectors);
-    this.queueVectors = new Array<number>(this.numQueues).fill(VIRTIO_MSI_NO_VECTOR);
-    this.legacyPfn = new Array<number>(this.numQueues).fill(0);
-  }
-
-  /** The core of the modern interface, or the legacy one for a legacy-only device. */
-  get core(): VirtioCore {
-    return (this.modern ?? this.legacyCore)!;
-  }
-
-  // ------------------------------------------------------------------ interface selection
-
-  /** The driver writes through `core`'s interface: make it the active one, resetting the other. */
-  private use(core: VirtioCore): void {
-    if (this.active === core) return;
-    const old = this.active;
-    if (old.status !== 0) old.reset(); // resets transport state through its signals
-    this.active = core;
-    this.resetTransport();
-  }
-
-  // ------------------------------------------------------------------ interrupts
-
-  usedBuffer(index: number): void {
-    const fn = this.fn;
-    if (fn.msixEnabled) {
-      const v = this.queueVectors[index] ?? VIRTIO_MSI_NO_VECTOR;
-      // pci.device.64: no vector, no interrupt
-      if (v === VIRTIO_MSI_NO_VECTOR) {
-        this.stats.suppressed++;
-        return;
-      }
-      this.stats.msix++;
-      fn.msixNotify(v);
-      return;
-    }
-    // pci.device.42 / pci.device.43: ISR bit first, then the pin (Interrupt Status follows the ISR)
-    this.isr |= ISR_QUEUE;
-    this.stats.intx++;
-    fn.setIntx(true);
-  }
-
-  configChange(): void {
-    const fn = this.fn;
-    this.isr |= ISR_CONFIG; // pci.device.41
-    if (fn.msixEnabled) {
-      if (this.configVector === VIRTIO_MSI_NO_VECTOR) {
-        this.stats.suppressed++; // pci.device.65
-        return;
-      }
-      this.stats.msix++;
-      fn.msixNotify(this.configVector);
-      return;
-    }
-    this.stats.intx++;
-    fn.setIntx(true);
-  }
-
-  /** Device reset: ISR, vectors (pci.device.61: all events unmapped), selectors. */
-  resetTransport(): void {
-    this.isr = 0;
-    this.fn?.setIntx(false);
-    this.configVector = VIRTIO_MSI_NO_VECTOR;
-    this.queueVectors.fill(VIRTIO_MSI_NO_VECTOR);
-    this.deviceFeatureSel = 0;
-    this.driverFeatureSel = 0;
-    this.queueSel = 0;
-    this.legacyQueueSel = 0;
-    this.legacyPfn.fill(0);
-  }
-
-  /** ISR read: returns and clears the bits, lowering INTx (pci.device.44). */
-  private readIsr(): number {
-    const v = this.isr;
-    this.isr = 0;
-    this.fn.setIntx(false);
-    return v;
-  }
-
-  /** A vector the device can map, or NO_VECTOR (pci.device.58, pci.device.63). */
-  private mapVector(v: number): number {
-    if (v === VIRTIO_MSI_NO_VECTOR) return v;
-    if (v >= this.msixVectors || v >= this.mappableVectors) return VIRTIO_MSI_NO_VECTOR;
-    return v;
-  }
-
-  get interruptStatus(): number {
-    return this.isr;
-  }
-
-  vectorOf(queue: number | 'config'): number {
-    return queue === 'config' ? this.configVector : (this.queueVectors[queue] ?? VIRTIO_MSI_NO_VECTOR);
-  }
-
-  private bad(where: string, kind: 'read' | 'write', offset: number, size: number, reason: string): void {
-    this.badAccessCount++;
-    if (this.badAccesses.length >= MAX_RECORDS) this.badAccesses.shift();
-    this.badAccesses.push({ where, kind, offset, size, reason });
-  }
-
-  private driverError(core: VirtioCore, code: string, message: string, statements: string[], seen?: string): void {
-    core.record(new DriverMisbehaviourError(code, message, { statements, seen }), false);
-  }
-
+/** A virtio-pci function: the modern interface on top of the legacy one and the shared state. */
+export class VirtioPciDevice extends PciLegacyInterface {
   // ------------------------------------------------------------------ modern: BAR4
 
   /** The handler of BAR4 (also used by the PCI_CFG window). */
@@ -269,15 +79,6 @@ export class VirtioPciDevice {
     read: (off, size) => this.guard(() => this.modernRead(off, size), 'bar4', 'read', off, size),
     write: (off, size, v) => void this.guard(() => (this.modernWrite(off, size, v >>> 0), 0), 'bar4', 'write', off, size),
   };
-
-  private guard(f: () => number, where: string, kind: 'read' | 'write', off: number, size: number): number {
-    try {
-      return f() >>> 0;
-    } catch (e) {
-      this.bad(where, kind, off, size, `internal error: ${e instanceof Error ? e.message : String(e)}`);
-      return 0;
-    }
-  }
 
   private modernRead(off: number, size: AccessSize): number {
     const L = ModernLayout;
@@ -529,124 +330,6 @@ export class VirtioPciDevice {
         this.modernBar.write(w.off, w.len as AccessSize, v);
       },
     };
-  }
-
-  // ------------------------------------------------------------------ legacy: BAR0
-
-  readonly legacyBar: RegisterHandler = {
-    read: (off, size) => this.guard(() => this.legacyRead(off, size), 'bar0', 'read', off, size),
-    write: (off, size, v) => void this.guard(() => (this.legacyWrite(off, size, v >>> 0), 0), 'bar0', 'write', off, size),
-  };
-
-  private get legacyConfigOffset(): number {
-    return this.fn.msixEnabled ? Legacy.CONFIG_OFF_MSIX : Legacy.CONFIG_OFF;
-  }
-
-  private legacyRead(off: number, size: AccessSize): number {
-    const core = this.legacyCore!;
-    const cfgOff = this.legacyConfigOffset;
-    if (off >= cfgOff) {
-      // Legacy config space: any access width gives the bytes of the natural layout (guest
-      // endian: the simulated guest is x86, little-endian).
-      const n = size === 8 ? 4 : size;
-      const o = off - cfgOff;
-      if (o % n === 0) return core.readConfig(o, n as 1 | 2 | 4);
-      let v = 0;
-      for (let i = 0; i < n; i++) v |= core.readConfig(o + i, 1) << (8 * i);
-      return v >>> 0;
-    }
-    const q = core.queueConfig(this.legacyQueueSel);
-    switch (off) {
-      case Legacy.HOST_FEATURES:
-        return core.deviceFeatureWord(0);
-      case Legacy.GUEST_FEATURES:
-        return core.driverFeatureWord(0);
-      case Legacy.QUEUE_PFN:
-        return this.legacyPfn[this.legacyQueueSel] ?? 0;
-      case Legacy.QUEUE_NUM:
-        return q ? q.maxSize : 0;
-      case Legacy.QUEUE_SEL:
-        return this.legacyQueueSel;
-      case Legacy.QUEUE_NOTIFY:
-        return 0;
-      case Legacy.STATUS:
-        return this.active === core ? core.status : 0;
-      case Legacy.ISR:
-        return this.readIsr();
-      case Legacy.CONFIG_VECTOR:
-        return this.configVector;
-      case Legacy.QUEUE_VECTOR:
-        return q ? this.queueVectors[q.index]! : VIRTIO_MSI_NO_VECTOR;
-      default:
-        this.bad('bar0', 'read', off, size, 'not a legacy register');
-        return 0;
-    }
-  }
-
-  private legacyWrite(off: number, size: AccessSize, v: number): void {
-    const core = this.legacyCore!;
-    const cfgOff = this.legacyConfigOffset;
-    if (off >= cfgOff) {
-      this.use(core);
-      const n = size === 8 ? 4 : size;
-      core.writeConfig(off - cfgOff, n as 1 | 2 | 4, v);
-      return;
-    }
-    const sel = this.legacyQueueSel;
-    switch (off) {
-      case Legacy.GUEST_FEATURES:
-        this.use(core);
-        core.writeDriverFeatureWord(0, v);
-        return;
-      case Legacy.QUEUE_PFN:
-        this.use(core);
-        this.writePfn(sel, v);
-        return;
-      case Legacy.QUEUE_SEL:
-        this.legacyQueueSel = v & 0xffff;
-        return;
-      case Legacy.QUEUE_NOTIFY:
-        this.stats.notifies++;
-        core.notify(v & 0xffff);
-        return;
-      case Legacy.STATUS:
-        this.use(core);
-        core.writeStatus(v & 0xff);
-        return;
-      case Legacy.CONFIG_VECTOR:
-        this.configVector = this.mapVector(v & 0xffff);
-        return;
-      case Legacy.QUEUE_VECTOR:
-        if (sel < this.numQueues) this.queueVectors[sel] = this.mapVector(v & 0xffff);
-        return;
-      default:
-        this.bad('bar0', 'write', off, size, 'read-only or undefined legacy register');
-    }
-  }
-
-  /** Legacy Queue Address: the split ring at PFN * 4096, used ring aligned to 4096; 0 stops the queue. */
-  private writePfn(sel: number, pfn: number): void {
-    const core = this.legacyCore!;
-    const q = core.queueConfig(sel);
-    if (!q) {
-      this.driverError(core, 'queue.index', 'legacy queue address for a queue that does not exist', [], String(sel));
-      return;
-    }
-    if (pfn === 0) {
-      this.legacyPfn[sel] = 0;
-      core.setQueueReady(sel, false);
-      return;
-    }
-    if (q.ready) {
-      this.driverError(core, 'queue.ready_write', 'legacy queue address rewritten while the queue is in use', [], `queue ${sel}`);
-      return;
-    }
-    const l = legacySplitLayout(pfn * Legacy.PAGE, q.size, Legacy.ALIGN);
-    core.setQueueArea(sel, 'desc', l.desc);
-    core.setQueueArea(sel, 'driver', l.driver);
-    core.setQueueArea(sel, 'device', l.device);
-    core.setQueueReady(sel, true);
-    this.legacyPfn[sel] = q.ready ? pfn : 0;
   }
 }
 
